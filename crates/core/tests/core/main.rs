@@ -1,0 +1,5 @@
+//! The core's rules and invariants, tested without any database.
+
+mod encoding;
+mod properties;
+mod rules;
