@@ -399,3 +399,39 @@ pub fn arb_group() -> impl Strategy<Value = Group> {
             )
     })
 }
+
+/// A production-like group: a brand row with metrics, sentiment and metadata,
+/// five configured competitors each with a duplicate row, and one unknown
+/// competitor (12 rows; its event encodes to about 1 KB). For benchmarks.
+pub fn realistic_group(key: i64) -> Group {
+    let mut builder = GroupBuilder::new(key).brand(|r| {
+        r.visibility_index = Some(dec("45.455"));
+        r.share_of_answers_brand = Some(dec("12.5"));
+        r.total_brand_mentions = Some(4);
+        r.brand_first_position = Some(1);
+        r.has_brand_presence = true;
+        r.topic = Some("pricing".into());
+        r.sentiment_label = Some("POSITIVE".into());
+        r.sentiment_score = Some(dec("0.82"));
+        r.sentiment_positive_sentences = Some(Json(
+            "[\"They are the best option for teams of every size.\", \"Pricing is fair.\"]".into(),
+        ));
+        r.metadata = Some(Json(
+            "{\"run\": 17, \"model\": \"gpt-4o\", \"prompt\": \"best crm for startups\"}".into(),
+        ));
+    });
+    for name in ["Acme", "Beta Corp", "Gamma", "Delta", "Epsilon"] {
+        builder = builder
+            .competitor(name, Some("23.456"))
+            .competitor_row(name, |r| {
+                r.visibility_index_competitor = Some(dec("21.5"));
+                r.competitor_mentions = Some(2);
+                r.competitor_positions = Some(vec![Some(3), Some(7)]);
+                r.sentiment_label_competitor = Some("neutral".into());
+                r.sentiment_score_competitor = Some(dec("0.1"));
+                r.sentiment_positive_sentences_competitor =
+                    Some(Json("[\"Solid integrations with common tools.\"]".into()));
+            });
+    }
+    builder.competitor_row("Unknown Co", |_| {}).build()
+}

@@ -1,0 +1,148 @@
+//! The journal is the backfill's memory: every key's migration event, every
+//! state it passed through, the runs, and the source cursor, in one local sled
+//! database. Resume, dry run and audit all read it; nothing else is needed to
+//! know what happened.
+//!
+//! Why a log with a fold: an auditor must be able to replay history, while an
+//! operator needs O(1) answers ("how many pending?"). So records are appended
+//! to a hash-chained log, and the fold of each key's records is kept as an
+//! index written in the same atomic batch; `verify_index` proves the two agree
+//! and `verify_chain` proves the log was not edited, reordered or truncated.
+//!
+//! Layout, in sled's default tree (one tree, so that one `apply_batch` is one
+//! atomic unit covering log, index and counts):
+//!
+//! | prefix | key | value |
+//! | --- | --- | --- |
+//! | `M` | name | metadata (format, id, mapping version, source, cursor, head) |
+//! | `L` | first seq of the commit (u64 BE) | a segment: the commit's entries, each with its hash |
+//! | `S` | page = key div 64 (order-preserving BE) | the [`KeyStatus`] of each key of the page |
+//! | `I` | state tag, page | a 64-bit map of the page's keys in that state |
+//! | `C` | (state, reason) | count (u64 BE) |
+//! | `R` | run id | the run's [`Run`] |
+#![deny(missing_docs)]
+
+mod journal;
+mod record;
+
+pub use journal::{
+    Batch, ChainProblem, ChainReport, IndexReport, Journal, Receipt, Run, SourceFingerprint,
+    ENTRY_DOMAIN, FORMAT_VERSION,
+};
+pub use record::{fold, KeyStatus, Logged, Record, State};
+
+use std::path::PathBuf;
+
+use backfill_core::Digest;
+use uuid::Uuid;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process has the journal open.
+    #[error("journal {path} is in use by another process (one writer at a time); wait for it to finish or use another --journal directory")]
+    Locked {
+        /// The journal directory.
+        path: PathBuf,
+    },
+    /// The journal's files cannot be read as a journal.
+    #[error("journal {path} is damaged: {problem}")]
+    Damaged {
+        /// The journal directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The journal was written by a newer version of backfill.
+    #[error("journal {path} has format version {found}; this backfill reads up to {supported}: upgrade backfill")]
+    NewerFormat {
+        /// The journal directory.
+        path: PathBuf,
+        /// The journal's format version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// sled failed.
+    #[error("journal storage error")]
+    Storage {
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A stored value does not decode.
+    #[error("journal value {what} does not decode")]
+    Decode {
+        /// Which value.
+        what: String,
+        /// The core's decoding error.
+        #[source]
+        source: backfill_core::Error,
+    },
+    /// A record other than `Planned` for a key that was never planned.
+    #[error("collector_result_id {key}: cannot record {record} for a key that was never planned")]
+    UnknownKey {
+        /// The key.
+        key: i64,
+        /// The record's kind.
+        record: &'static str,
+    },
+    /// A `Planned` record whose event belongs to another key.
+    #[error("collector_result_id {key}: the event is for key {event_key}")]
+    KeyMismatch {
+        /// The key recorded under.
+        key: i64,
+        /// The event's key.
+        event_key: i64,
+    },
+    /// An `Applied` record whose hash is not the planned event's.
+    #[error("collector_result_id {key}: applied content hash {actual} differs from the planned {expected}")]
+    ConflictingHash {
+        /// The key.
+        key: i64,
+        /// The planned event's content hash.
+        expected: Digest,
+        /// The hash that was reported applied.
+        actual: Digest,
+    },
+    /// The journal was planned from another source.
+    #[error("journal was planned from {journal} but this run reads {requested}: use a separate --journal per source")]
+    SourceMismatch {
+        /// The journal's source.
+        journal: SourceFingerprint,
+        /// The source of this run.
+        requested: SourceFingerprint,
+    },
+    /// A run id the journal does not know.
+    #[error("no run {run} in this journal")]
+    UnknownRun {
+        /// The run id.
+        run: Uuid,
+    },
+    /// The hash chain is broken.
+    #[error("hash chain broken at log position {position}: {problem}")]
+    ChainBroken {
+        /// The first bad position.
+        position: u64,
+        /// What is wrong there.
+        problem: ChainProblem,
+    },
+    /// The index does not equal the fold of the log.
+    #[error("index disagrees with the log for collector_result_id {key}: {problem}")]
+    IndexMismatch {
+        /// The first key that differs.
+        key: i64,
+        /// What differs.
+        problem: String,
+    },
+}
+
+/// `Result` with the journal's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sled::Error> for Error {
+    fn from(source: sled::Error) -> Self {
+        Error::Storage { source }
+    }
+}

@@ -1,0 +1,264 @@
+//! The records a key passes through and the fold that turns them into its
+//! current state. The fold is a pure function so that the stored index can be
+//! proven equal to a replay of the log (`Journal::verify_index`).
+
+use std::fmt;
+
+use backfill_core::{Digest, MigrationEvent, Outcome, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// One thing that happened to a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // Planned is the common record
+pub enum Record {
+    /// The key was planned (or re-planned) into this event.
+    Planned {
+        /// The event.
+        event: MigrationEvent,
+    },
+    /// The event's rows were committed to the target.
+    Applied {
+        /// The run that applied it.
+        run: Uuid,
+        /// The batch number within the run.
+        batch: u64,
+        /// The content hash that was written (must match the planned event).
+        content_hash: Digest,
+    },
+    /// Nothing written, for a reason (e.g. `existing_in_target`).
+    Skipped {
+        /// The stable reason code.
+        reason: String,
+    },
+    /// The key cannot be written as it is.
+    Rejected {
+        /// The stable reason code.
+        reason: String,
+    },
+    /// Writing failed; the database's error.
+    Failed {
+        /// The error as the database reported it.
+        error: String,
+        /// Which attempt this was (1 for the first).
+        attempt: u32,
+    },
+    /// The source changed after the key was applied.
+    Drifted {
+        /// The source hash of the changed source.
+        new_source_hash: Digest,
+    },
+    /// The key's rows were removed from the target by `rollback`.
+    RolledBack {
+        /// The run that rolled it back.
+        run: Uuid,
+    },
+}
+
+impl Record {
+    /// The record's kind, as in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Planned { .. } => "planned",
+            Self::Applied { .. } => "applied",
+            Self::Skipped { .. } => "skipped",
+            Self::Rejected { .. } => "rejected",
+            Self::Failed { .. } => "failed",
+            Self::Drifted { .. } => "drifted",
+            Self::RolledBack { .. } => "rolled_back",
+        }
+    }
+}
+
+/// A key's current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum State {
+    Pending,
+    Applied,
+    Skipped,
+    Rejected,
+    Failed,
+    Drifted,
+    RolledBack,
+}
+
+impl State {
+    /// Every state, in a fixed order.
+    pub const ALL: [State; 7] = [
+        State::Pending,
+        State::Applied,
+        State::Skipped,
+        State::Rejected,
+        State::Failed,
+        State::Drifted,
+        State::RolledBack,
+    ];
+
+    /// The name used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Applied => "applied",
+            Self::Skipped => "skipped",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Drifted => "drifted",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Applied => 1,
+            Self::Skipped => 2,
+            Self::Rejected => 3,
+            Self::Failed => 4,
+            Self::Drifted => 5,
+            Self::RolledBack => 6,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A key's folded state: what lookups and counts read instead of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStatus {
+    /// The current state.
+    pub state: State,
+    /// The reason code, where the state has one (skipped, rejected).
+    pub reason: Option<String>,
+    /// The last failure's error, while the state is `failed`.
+    pub error: Option<String>,
+    /// Log position of the current event's `Planned` record.
+    pub event_seq: u64,
+    /// The current event's source hash.
+    pub source_hash: Digest,
+    /// The current event's content hash.
+    pub content_hash: Digest,
+    /// The source hash seen when the key drifted, while `drifted`.
+    pub drifted_source_hash: Option<Digest>,
+    /// Log positions of every record of this key, oldest first.
+    pub history: Vec<u64>,
+}
+
+impl KeyStatus {
+    /// The (state, reason) bucket the key is counted in.
+    pub fn bucket(&self) -> (State, Option<String>) {
+        (self.state, self.reason.clone())
+    }
+}
+
+/// The fold: the status after `record` (at log position `seq`) given the
+/// status before. Refuses transitions that would make the log lie.
+pub fn fold(
+    key: i64,
+    previous: Option<&KeyStatus>,
+    seq: u64,
+    record: &Record,
+) -> Result<KeyStatus> {
+    if let Record::Planned { event } = record {
+        if event.collector_result_id != key {
+            return Err(Error::KeyMismatch {
+                key,
+                event_key: event.collector_result_id,
+            });
+        }
+        let (state, reason) = match &event.outcome {
+            Outcome::Migrate(_) => (State::Pending, None),
+            Outcome::Skip(r) => (State::Skipped, Some(r.code().to_owned())),
+            Outcome::Reject(r) => (State::Rejected, Some(r.code().to_owned())),
+        };
+        let mut history = previous.map(|p| p.history.clone()).unwrap_or_default();
+        history.push(seq);
+        return Ok(KeyStatus {
+            state,
+            reason,
+            error: None,
+            event_seq: seq,
+            source_hash: event.source_hash,
+            content_hash: event.content_hash,
+            drifted_source_hash: None,
+            history,
+        });
+    }
+    let Some(previous) = previous else {
+        return Err(Error::UnknownKey {
+            key,
+            record: record.kind(),
+        });
+    };
+    let mut next = previous.clone();
+    next.history.push(seq);
+    next.error = None;
+    next.reason = None;
+    next.drifted_source_hash = None;
+    match record {
+        Record::Planned { .. } => unreachable!("handled above"),
+        Record::Applied { content_hash, .. } => {
+            if *content_hash != previous.content_hash {
+                return Err(Error::ConflictingHash {
+                    key,
+                    expected: previous.content_hash,
+                    actual: *content_hash,
+                });
+            }
+            next.state = State::Applied;
+        }
+        Record::Skipped { reason } => {
+            next.state = State::Skipped;
+            next.reason = Some(reason.clone());
+        }
+        Record::Rejected { reason } => {
+            next.state = State::Rejected;
+            next.reason = Some(reason.clone());
+        }
+        Record::Failed { error, .. } => {
+            next.state = State::Failed;
+            next.error = Some(error.clone());
+        }
+        Record::Drifted { new_source_hash } => {
+            next.state = State::Drifted;
+            next.drifted_source_hash = Some(*new_source_hash);
+        }
+        Record::RolledBack { .. } => next.state = State::RolledBack,
+    }
+    Ok(next)
+}
+
+/// A record as it stands in the log, with where and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    /// Position in the log.
+    pub seq: u64,
+    /// When it was appended.
+    pub at: Timestamp,
+    /// The run that appended it, if any.
+    pub run: Option<Uuid>,
+    /// The record.
+    pub record: Record,
+}

@@ -1,0 +1,8 @@
+//! The journal's contract: model-based operation sequences, crashes, tampering
+//! and the open-time refusals.
+
+mod crash;
+mod model;
+mod open;
+mod support;
+mod tamper;
