@@ -177,6 +177,12 @@ impl Directories {
         self.collector_results.insert(id, created_at);
     }
 
+    /// Forgets the collector results (they are loaded per batch of keys, so
+    /// that memory does not grow with the data).
+    pub fn clear_collector_results(&mut self) {
+        self.collector_results.clear();
+    }
+
     /// `brands.customer_id`: `None` if the brand is unknown, `Some(None)` if
     /// it is known and has no customer.
     pub fn brand_customer(&self, brand_id: Uuid) -> Option<Option<Uuid>> {

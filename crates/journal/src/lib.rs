@@ -29,7 +29,7 @@ pub use journal::{
     Batch, ChainProblem, ChainReport, IndexReport, Journal, Receipt, Run, SourceFingerprint,
     ENTRY_DOMAIN, FORMAT_VERSION,
 };
-pub use record::{fold, KeyStatus, Logged, Record, State};
+pub use record::{decide, fold, Decision, KeyStatus, Logged, Record, State};
 
 use std::path::PathBuf;
 

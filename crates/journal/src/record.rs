@@ -164,6 +164,8 @@ pub struct KeyStatus {
     pub drifted_source_hash: Option<Digest>,
     /// Log positions of every record of this key, oldest first.
     pub history: Vec<u64>,
+    /// Failed attempts since the key was last planned.
+    pub failures: u32,
 }
 
 impl KeyStatus {
@@ -204,6 +206,7 @@ pub fn fold(
             content_hash: event.content_hash,
             drifted_source_hash: None,
             history,
+            failures: 0,
         });
     }
     let Some(previous) = previous else {
@@ -240,6 +243,7 @@ pub fn fold(
         Record::Failed { error, .. } => {
             next.state = State::Failed;
             next.error = Some(error.clone());
+            next.failures = previous.failures.saturating_add(1);
         }
         Record::Drifted { new_source_hash } => {
             next.state = State::Drifted;
@@ -261,4 +265,128 @@ pub struct Logged {
     pub run: Option<Uuid>,
     /// The record.
     pub record: Record,
+}
+
+/// What re-planning a key means, given what the journal holds for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// New or changed before being written: record the event (`Planned`).
+    Plan,
+    /// Same source as recorded: leave the key alone.
+    Unchanged,
+    /// Written already and the source changed since: record `Drifted`.
+    Drift,
+}
+
+/// Decides what re-planning `event` does to a key in `status`. Pure.
+///
+/// A key's recorded event is replaced while nothing of it is in the target
+/// (pending, failed, skipped, rejected, rolled back). Once applied, a changed
+/// source only marks it drifted: rewriting it is an explicit operator action.
+pub fn decide(status: Option<&KeyStatus>, event: &MigrationEvent) -> Decision {
+    let Some(status) = status else {
+        return Decision::Plan;
+    };
+    let unchanged =
+        status.source_hash == event.source_hash && status.content_hash == event.content_hash;
+    match status.state {
+        State::Applied if unchanged => Decision::Unchanged,
+        State::Applied => Decision::Drift,
+        State::Drifted if status.drifted_source_hash == Some(event.source_hash) => {
+            Decision::Unchanged
+        }
+        State::Drifted if unchanged => Decision::Unchanged,
+        State::Drifted => Decision::Drift,
+        _ if unchanged => Decision::Unchanged,
+        _ => Decision::Plan,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backfill_core::testing::{dec, GroupBuilder};
+
+    fn event(visibility: &str) -> MigrationEvent {
+        let g = GroupBuilder::new(1)
+            .brand(|r| r.visibility_index = Some(dec(visibility)))
+            .build();
+        backfill_core::plan(1, &g.rows, &g.directories).unwrap()
+    }
+
+    fn status_after(records: &[Record]) -> KeyStatus {
+        let mut status: Option<KeyStatus> = None;
+        for (seq, record) in (0u64..).zip(records) {
+            status = Some(fold(1, status.as_ref(), seq, record).unwrap());
+        }
+        status.unwrap()
+    }
+
+    #[test]
+    fn decide_new_key_is_planned() {
+        assert_eq!(decide(None, &event("1")), Decision::Plan);
+    }
+
+    #[test]
+    fn decide_same_source_is_unchanged_in_every_state() {
+        let e = event("1");
+        let applied = Record::Applied {
+            run: uuid::Uuid::nil(),
+            batch: 0,
+            content_hash: e.content_hash,
+        };
+        for tail in [
+            vec![],
+            vec![applied.clone()],
+            vec![Record::Failed {
+                error: "x".into(),
+                attempt: 1,
+            }],
+        ] {
+            let mut records = vec![Record::Planned { event: e.clone() }];
+            records.extend(tail);
+            assert_eq!(
+                decide(Some(&status_after(&records)), &e),
+                Decision::Unchanged
+            );
+        }
+    }
+
+    #[test]
+    fn decide_changed_source_replaces_unwritten_events_and_drifts_written_ones() {
+        let old = event("1");
+        let new = event("2");
+        let pending = status_after(&[Record::Planned { event: old.clone() }]);
+        assert_eq!(decide(Some(&pending), &new), Decision::Plan);
+        let applied = status_after(&[
+            Record::Planned { event: old.clone() },
+            Record::Applied {
+                run: uuid::Uuid::nil(),
+                batch: 0,
+                content_hash: old.content_hash,
+            },
+        ]);
+        assert_eq!(decide(Some(&applied), &new), Decision::Drift);
+        let drifted = status_after(&[
+            Record::Planned { event: old.clone() },
+            Record::Applied {
+                run: uuid::Uuid::nil(),
+                batch: 0,
+                content_hash: old.content_hash,
+            },
+            Record::Drifted {
+                new_source_hash: new.source_hash,
+            },
+        ]);
+        assert_eq!(
+            decide(Some(&drifted), &new),
+            Decision::Unchanged,
+            "already recorded as drifted"
+        );
+        assert_eq!(
+            decide(Some(&drifted), &event("3")),
+            Decision::Drift,
+            "drifted again"
+        );
+    }
 }

@@ -1,0 +1,159 @@
+//! The command line, as clap types. Nothing here does anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Moves extracted_positions into the metrics star schema: correctly,
+/// resumably, auditably.
+#[derive(Debug, Parser)]
+#[command(name = "backfill", version, about, long_about = None)]
+pub struct Cli {
+    /// Postgres URL for source and target (default for both).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Postgres URL of the source, if not --database-url.
+    #[arg(long, global = true)]
+    pub source_url: Option<String>,
+    /// Postgres URL of the target, if not --database-url.
+    #[arg(long, global = true)]
+    pub target_url: Option<String>,
+    /// The journal directory.
+    #[arg(long, global = true, default_value = "./backfill-journal")]
+    pub journal: PathBuf,
+    /// Machine-readable output (JSON on stdout).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check or create the contract tables.
+    Schema {
+        /// check or apply.
+        #[command(subcommand)]
+        action: SchemaCommand,
+    },
+    /// Seed a scratch database (backfill_demo) and run the backfill on it.
+    Demo(DemoArgs),
+    /// Read the source and record every key's event in the journal.
+    Plan(PlanArgs),
+    /// Apply pending (and failed) events from the journal; resumes anything.
+    Replay(ReplayArgs),
+    /// Plan and replay, pipelined, then refresh the view.
+    Run(RunArgs),
+    /// Counts by state, cursor, runs, rate (journal only).
+    Status,
+    /// Refresh mv_brand_daily_metrics.
+    Refresh,
+}
+
+/// `schema` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// List missing source and target tables and columns.
+    Check {
+        /// The source table (it may have been renamed).
+        #[arg(long, default_value = "extracted_positions")]
+        source_table: String,
+    },
+    /// Create the contract tables (for demos and tests).
+    Apply {
+        /// Only the source tables.
+        #[arg(long)]
+        source: bool,
+        /// Only the target tables.
+        #[arg(long)]
+        target: bool,
+    },
+}
+
+/// `--on-conflict`.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum OnConflictArg {
+    /// Leave facts written by others (state skipped, existing_in_target).
+    #[default]
+    Skip,
+    /// Replace them with ours.
+    Replace,
+}
+
+/// Options shared by the commands that read or write.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Collector results per batch.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// The source table (it may have been renamed); `schema.table` allowed.
+    #[arg(long, default_value = "extracted_positions")]
+    pub source_table: String,
+    /// What to do with facts in the target that this journal did not write.
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Skip)]
+    pub on_conflict: OnConflictArg,
+    /// Read at most this many source rows per second.
+    #[arg(long)]
+    pub max_rows_per_sec: Option<u64>,
+    /// Accept an empty source table instead of failing.
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Re-read the whole source (detect drift), not only past the cursor.
+    #[arg(long)]
+    pub rescan: bool,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Go through the motions without writing (NullSink).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not retry keys that failed before.
+    #[arg(long)]
+    pub no_retry_failed: bool,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Go through the motions without writing (NullSink).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Re-read the whole source (detect drift), not only past the cursor.
+    #[arg(long)]
+    pub rescan: bool,
+    /// Do not refresh mv_brand_daily_metrics afterwards.
+    #[arg(long)]
+    pub no_refresh: bool,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Collector results to seed (about six source rows each).
+    #[arg(long, default_value_t = 20_000)]
+    pub results: i64,
+    /// Collector results per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: u32,
+}

@@ -1,0 +1,17 @@
+//! `refresh`: REFRESH MATERIALIZED VIEW [CONCURRENTLY] mv_brand_daily_metrics.
+
+use anyhow::Result;
+use backfill_postgres::{connect, schema};
+
+use crate::args::Cli;
+use crate::{context, Exit};
+
+pub async fn run(cli: &Cli) -> Result<Exit> {
+    let target = connect(&context::target_url(cli)?, 1).await?;
+    let concurrent = schema::refresh_view(&target).await?;
+    if !cli.quiet {
+        let how = if concurrent { " concurrently" } else { "" };
+        println!("mv_brand_daily_metrics refreshed{how}");
+    }
+    Ok(Exit::Ok)
+}

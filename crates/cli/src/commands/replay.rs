@@ -1,0 +1,42 @@
+//! `replay [--dry-run]`: journal → target, resuming anything.
+
+use anyhow::Result;
+use backfill_postgres::{schema, NullSink, PostgresSink, SourceTable};
+
+use crate::args::{Cli, ReplayArgs};
+use crate::{context, output, Exit};
+
+pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
+    context::validate(&args.common)?;
+    let (source, target) = context::pools(cli).await?;
+    let table = SourceTable::parse(&args.common.source_table);
+    context::require_schema(&source, Some(&target), &table).await?;
+    let journal = context::open_journal(&cli.journal)?;
+    let engine = context::engine(source, journal.clone(), &args.common, false)
+        .with_progress(output::progress(cli.quiet || cli.json));
+    context::on_signals(&engine, cli.quiet);
+    let options = context::run_options(&args.common, &[("dry-run", args.dry_run.to_string())]);
+    let run = journal.start_run("replay", options)?;
+    let retry_failed = !args.no_retry_failed;
+    let summary = if args.dry_run {
+        engine.replay(&mut NullSink, run, retry_failed).await?
+    } else {
+        schema::ensure_ledger(&target).await?;
+        let _lock = context::lock_target(&target).await?;
+        let mut sink = PostgresSink::new(
+            target.clone(),
+            journal.id(),
+            context::on_conflict(args.common.on_conflict),
+        );
+        engine.replay(&mut sink, run, retry_failed).await?
+    };
+    journal.end_run(run, output::journal_counts(&journal))?;
+    output::summary(
+        "replay",
+        &summary,
+        &journal,
+        cli.json,
+        "backfill refresh, then backfill status",
+    );
+    Ok(crate::commands::exit_for(&summary))
+}

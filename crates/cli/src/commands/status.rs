@@ -1,0 +1,79 @@
+//! `status`: counts by state, cursor, runs, rate — from the journal alone.
+
+use anyhow::Result;
+
+use crate::args::Cli;
+use crate::{context, output, Exit};
+
+pub fn run(cli: &Cli) -> Result<Exit> {
+    if !cli.journal.exists() {
+        anyhow::bail!(
+            "no journal at {} (pass --journal DIR)",
+            cli.journal.display()
+        );
+    }
+    let journal = context::open_journal(&cli.journal)?;
+    let runs = journal.runs()?;
+    let counts = output::journal_counts(&journal);
+    if cli.json {
+        let runs: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "command": r.command, "options": r.options,
+                    "started_at_us": r.started_at.micros(),
+                    "ended_at_us": r.ended_at.map(|t| t.micros()),
+                    "counts": r.counts,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "journal": { "id": journal.id(), "path": journal.path(), "format_version": journal.format_version(),
+                         "mapping_version": journal.mapping_version(), "source": journal.source(),
+                         "cursor": journal.cursor(), "entries": journal.entries() },
+            "states": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(Exit::Ok);
+    }
+    println!("journal {} ({})", journal.path().display(), journal.id());
+    if let Some(source) = journal.source() {
+        println!("  source: {source}");
+    }
+    println!(
+        "  cursor: {}",
+        journal
+            .cursor()
+            .map_or("none (nothing planned yet)".to_owned(), |c| c.to_string())
+    );
+    println!("  states:");
+    for (state, n) in &counts {
+        println!("    {state:<36} {n:>10}");
+    }
+    println!("  runs: {}", runs.len());
+    for run in runs.iter().rev().take(5) {
+        let secs = run
+            .ended_at
+            .map(|end| (end.micros() - run.started_at.micros()) as f64 / 1e6);
+        let applied: u64 = run
+            .counts
+            .iter()
+            .filter(|(k, _)| k == "applied")
+            .map(|(_, v)| *v)
+            .sum();
+        let rate = secs
+            .filter(|s| *s > 0.0)
+            .map(|s| format!(", {:.0} applied keys/s in journal", applied as f64 / s));
+        println!(
+            "    {} {:<8} {}{}",
+            run.id,
+            run.command,
+            secs.map_or("(did not end: interrupted?)".to_owned(), |s| format!(
+                "{s:.1}s"
+            )),
+            rate.unwrap_or_default()
+        );
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,65 @@
+//! The `backfill` binary: parse, call the libraries, print, exit code.
+//!
+//! Exit codes: 0 every key applied or skipped; 1 some keys rejected or failed;
+//! 2 usage, configuration or connection error (nothing written); 3
+//! interrupted (resumable with `backfill replay`).
+
+mod args;
+mod commands;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// What the process returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Ok,
+    /// 1: some keys rejected or failed.
+    Problems,
+    /// 3: interrupted, resumable.
+    Interrupted,
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Problems) => ExitCode::from(1),
+        Ok(Exit::Interrupted) => ExitCode::from(3),
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let interrupted = err.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<backfill_postgres::Error>(),
+                    Some(
+                        backfill_postgres::Error::Interrupted
+                            | backfill_postgres::Error::ConnectionLost { .. }
+                    )
+                )
+            });
+            if interrupted {
+                eprintln!("resume with: backfill replay");
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}

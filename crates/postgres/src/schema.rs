@@ -1,0 +1,311 @@
+//! The data contract: the SQL the project carries for the source and target
+//! tables (identical to `shared/schema`, proven by a test), the ledger, and
+//! `schema check`, which names every missing table and column before anything
+//! is read or written.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use sqlx::PgPool;
+
+use crate::source::SourceTable;
+use crate::{db, Result};
+
+/// The source tables (`shared/schema/source.sql`).
+pub const SOURCE_SQL: &str = include_str!("../sql/source.sql");
+/// The target tables and view (`shared/schema/target.sql`).
+pub const TARGET_SQL: &str = include_str!("../sql/target.sql");
+/// The `backfill.ledger` table.
+pub const LEDGER_SQL: &str = include_str!("../sql/ledger.sql");
+
+/// Something the backfill needs that the database lacks.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Missing {
+    /// The table (or view).
+    pub table: String,
+    /// The column, or `None` if the whole table is missing.
+    pub column: Option<String>,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.column {
+            Some(column) => write!(f, "column {}.{}", self.table, column),
+            None => write!(f, "table {}", self.table),
+        }
+    }
+}
+
+/// The result of `schema check`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaReport {
+    /// Everything missing, sorted.
+    pub missing: Vec<Missing>,
+}
+
+impl SchemaReport {
+    /// True when nothing is missing.
+    pub fn is_ok(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// The source columns the reader selects.
+pub const SOURCE_COLUMNS: &[&str] = &[
+    "id",
+    "collector_result_id",
+    "brand_id",
+    "customer_id",
+    "query_id",
+    "collector_type",
+    "competitor_name",
+    "brand_first_position",
+    "competitor_positions",
+    "total_brand_mentions",
+    "competitor_mentions",
+    "visibility_index",
+    "visibility_index_competitor",
+    "share_of_answers_brand",
+    "share_of_answers_competitor",
+    "has_brand_presence",
+    "topic",
+    "sentiment_label",
+    "sentiment_score",
+    "sentiment_label_competitor",
+    "sentiment_score_competitor",
+    "sentiment_positive_sentences",
+    "sentiment_negative_sentences",
+    "sentiment_positive_sentences_competitor",
+    "sentiment_negative_sentences_competitor",
+    "processed_at",
+    "metadata",
+];
+
+const DIRECTORY_COLUMNS: &[(&str, &[&str])] = &[
+    ("brands", &["id", "customer_id"]),
+    ("brand_competitors", &["id", "brand_id", "competitor_name"]),
+    ("collector_results", &["id", "created_at"]),
+];
+
+const TARGET_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "metric_facts",
+        &[
+            "id",
+            "collector_result_id",
+            "brand_id",
+            "customer_id",
+            "query_id",
+            "collector_type",
+            "topic",
+            "collected_at",
+            "metadata",
+            "created_at",
+        ],
+    ),
+    (
+        "brand_metrics",
+        &[
+            "metric_fact_id",
+            "visibility_index",
+            "share_of_answers",
+            "total_mentions",
+            "product_mentions",
+            "first_position",
+            "has_presence",
+        ],
+    ),
+    (
+        "competitor_metrics",
+        &[
+            "metric_fact_id",
+            "competitor_id",
+            "visibility_index",
+            "share_of_answers",
+            "total_mentions",
+            "product_mentions",
+            "first_position",
+            "has_presence",
+        ],
+    ),
+    (
+        "brand_sentiment",
+        &[
+            "metric_fact_id",
+            "sentiment_label",
+            "sentiment_score",
+            "positive_sentences",
+            "negative_sentences",
+        ],
+    ),
+    (
+        "competitor_sentiment",
+        &[
+            "metric_fact_id",
+            "competitor_id",
+            "sentiment_label",
+            "sentiment_score",
+            "positive_sentences",
+            "negative_sentences",
+        ],
+    ),
+];
+
+/// Existing (table, column) pairs of the given tables in a schema.
+async fn columns(
+    pool: &PgPool,
+    schema: Option<&str>,
+    tables: &[String],
+) -> Result<BTreeSet<(String, String)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = coalesce($1, current_schema())
+            AND c.relname = ANY($2)
+            AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(schema)
+    .bind(tables)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading the catalog"))?;
+    Ok(rows.into_iter().collect())
+}
+
+fn compare(
+    present: &BTreeSet<(String, String)>,
+    display: &str,
+    table: &str,
+    wanted: &[&str],
+    missing: &mut Vec<Missing>,
+) {
+    if !present.iter().any(|(t, _)| t == table) {
+        missing.push(Missing {
+            table: display.to_owned(),
+            column: None,
+        });
+        return;
+    }
+    for column in wanted {
+        if !present.contains(&(table.to_owned(), (*column).to_owned())) {
+            missing.push(Missing {
+                table: display.to_owned(),
+                column: Some((*column).to_owned()),
+            });
+        }
+    }
+}
+
+/// Checks the source side (the source table and the directory tables).
+pub async fn check_source(pool: &PgPool, table: &SourceTable) -> Result<SchemaReport> {
+    let mut missing = Vec::new();
+    let present = columns(
+        pool,
+        table.schema.as_deref(),
+        std::slice::from_ref(&table.name),
+    )
+    .await?;
+    compare(
+        &present,
+        &table.to_string(),
+        &table.name,
+        SOURCE_COLUMNS,
+        &mut missing,
+    );
+    let names: Vec<String> = DIRECTORY_COLUMNS
+        .iter()
+        .map(|(t, _)| (*t).to_owned())
+        .collect();
+    let present = columns(pool, None, &names).await?;
+    for (t, cols) in DIRECTORY_COLUMNS {
+        compare(&present, t, t, cols, &mut missing);
+    }
+    missing.sort();
+    Ok(SchemaReport { missing })
+}
+
+/// Checks the target side (the five tables and the view).
+pub async fn check_target(pool: &PgPool) -> Result<SchemaReport> {
+    let mut missing = Vec::new();
+    let mut names: Vec<String> = TARGET_COLUMNS
+        .iter()
+        .map(|(t, _)| (*t).to_owned())
+        .collect();
+    names.push("mv_brand_daily_metrics".to_owned());
+    let present = columns(pool, None, &names).await?;
+    for (t, cols) in TARGET_COLUMNS {
+        compare(&present, t, t, cols, &mut missing);
+    }
+    compare(
+        &present,
+        "mv_brand_daily_metrics",
+        "mv_brand_daily_metrics",
+        &[],
+        &mut missing,
+    );
+    missing.sort();
+    Ok(SchemaReport { missing })
+}
+
+/// Creates the contract tables (for demos and tests).
+pub async fn apply(pool: &PgPool, source: bool, target: bool) -> Result<()> {
+    if source {
+        sqlx::raw_sql(SOURCE_SQL)
+            .execute(pool)
+            .await
+            .map_err(db("creating the source tables"))?;
+    }
+    if target {
+        sqlx::raw_sql(TARGET_SQL)
+            .execute(pool)
+            .await
+            .map_err(db("creating the target tables"))?;
+    }
+    Ok(())
+}
+
+/// Creates `backfill.ledger` if missing.
+pub async fn ensure_ledger(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql(LEDGER_SQL)
+        .execute(pool)
+        .await
+        .map_err(db("creating backfill.ledger"))?;
+    Ok(())
+}
+
+/// Refreshes `mv_brand_daily_metrics`: CONCURRENTLY when its unique index
+/// exists and it is populated (readers are not blocked), plainly otherwise.
+/// Returns whether the refresh was concurrent.
+pub async fn refresh_view(pool: &PgPool) -> Result<bool> {
+    let (populated, has_unique): (bool, bool) = sqlx::query_as(
+        "SELECT m.ispopulated,
+                EXISTS (SELECT 1 FROM pg_index i
+                         WHERE i.indrelid = format('%I.%I', m.schemaname, m.matviewname)::regclass
+                           AND i.indisunique)
+           FROM pg_matviews m
+          WHERE m.matviewname = 'mv_brand_daily_metrics' AND m.schemaname = current_schema()",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db("looking up mv_brand_daily_metrics"))?
+    .ok_or_else(|| crate::Error::MissingSchema {
+        missing: vec![Missing {
+            table: "mv_brand_daily_metrics".into(),
+            column: None,
+        }],
+    })?;
+    let concurrent = populated && has_unique;
+    let sql = if concurrent {
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY mv_brand_daily_metrics"
+    } else {
+        "REFRESH MATERIALIZED VIEW mv_brand_daily_metrics"
+    };
+    sqlx::query(sql)
+        .execute(pool)
+        .await
+        .map_err(db("refreshing mv_brand_daily_metrics"))?;
+    Ok(concurrent)
+}

@@ -1,0 +1,298 @@
+//! Reading the source: whole groups only, by keyset on `collector_result_id`.
+//!
+//! The old tool paged with OFFSET over a non-unique order and split groups at
+//! batch boundaries, silently losing competitors. Here a batch is "the next N
+//! distinct keys and every row of each", so a group is never split, and the
+//! next batch starts strictly after the last key read.
+
+use std::fmt;
+
+use backfill_core::{Decimal, Directories, Json, SourceRow, Timestamp};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::{db, Error, Result};
+
+/// The source table, optionally schema-qualified (`--source-table`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceTable {
+    /// Schema, or the search path's first.
+    pub schema: Option<String>,
+    /// Table name.
+    pub name: String,
+}
+
+impl SourceTable {
+    /// Parses `table` or `schema.table`.
+    pub fn parse(text: &str) -> Self {
+        match text.split_once('.') {
+            Some((schema, name)) => Self {
+                schema: Some(schema.to_owned()),
+                name: name.to_owned(),
+            },
+            None => Self {
+                schema: None,
+                name: text.to_owned(),
+            },
+        }
+    }
+
+    /// As a quoted SQL identifier. Identifiers cannot be bound as parameters;
+    /// quoting (with `"` doubled) makes any name safe, and `schema check` has
+    /// already proven the table exists.
+    pub fn quoted(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&self.name)),
+            None => quote(&self.name),
+        }
+    }
+}
+
+impl Default for SourceTable {
+    fn default() -> Self {
+        Self::parse("extracted_positions")
+    }
+}
+
+impl fmt::Display for SourceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Whole groups read in one batch.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    /// (key, rows) in key order, rows in id order.
+    pub groups: Vec<(i64, Vec<SourceRow>)>,
+    /// Source rows in the batch.
+    pub rows: usize,
+}
+
+impl SourceBatch {
+    /// The last key of the batch.
+    pub fn last_key(&self) -> Option<i64> {
+        self.groups.last().map(|(k, _)| *k)
+    }
+}
+
+/// Reads the source and its directories.
+#[derive(Clone, Debug)]
+pub struct SourceReader {
+    pool: PgPool,
+    table: SourceTable,
+    batch_sql: String,
+}
+
+const MICROS: &str = "(extract(epoch from {}) * 1000000)::int8";
+
+fn micros(column: &str) -> String {
+    MICROS.replace("{}", column)
+}
+
+impl SourceReader {
+    /// A reader of `table` on `pool`.
+    pub fn new(pool: PgPool, table: SourceTable) -> Self {
+        let t = table.quoted();
+        let select = [
+            "id".to_owned(),
+            "collector_result_id".into(),
+            "brand_id".into(),
+            "customer_id".into(),
+            "query_id".into(),
+            "collector_type".into(),
+            "competitor_name".into(),
+            "brand_first_position".into(),
+            "competitor_positions".into(),
+            "total_brand_mentions".into(),
+            "competitor_mentions".into(),
+            "visibility_index::text".into(),
+            "visibility_index_competitor::text".into(),
+            "share_of_answers_brand::text".into(),
+            "share_of_answers_competitor::text".into(),
+            "has_brand_presence".into(),
+            "topic".into(),
+            "sentiment_label".into(),
+            "sentiment_score::text".into(),
+            "sentiment_label_competitor".into(),
+            "sentiment_score_competitor::text".into(),
+            "sentiment_positive_sentences::text".into(),
+            "sentiment_negative_sentences::text".into(),
+            "sentiment_positive_sentences_competitor::text".into(),
+            "sentiment_negative_sentences_competitor::text".into(),
+            micros("processed_at"),
+            "metadata::text".into(),
+        ]
+        .join(", ");
+        let batch_sql = format!(
+            "WITH upper_key AS (
+               SELECT max(k) AS k FROM (
+                 SELECT DISTINCT collector_result_id AS k FROM {t}
+                  WHERE collector_result_id > $1 ORDER BY 1 LIMIT $2) keys)
+             SELECT {select} FROM {t}
+              WHERE collector_result_id > $1
+                AND collector_result_id <= (SELECT k FROM upper_key)
+              ORDER BY collector_result_id, id"
+        );
+        Self {
+            pool,
+            table,
+            batch_sql,
+        }
+    }
+
+    /// The table read.
+    pub fn table(&self) -> &SourceTable {
+        &self.table
+    }
+
+    /// True if the source table has no rows.
+    pub async fn is_empty(&self) -> Result<bool> {
+        let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", self.table.quoted());
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("checking whether the source table is empty"))
+    }
+
+    /// The planner's estimate of the source rows (for progress only).
+    pub async fn estimate_rows(&self) -> Result<Option<u64>> {
+        let estimate: Option<f32> = sqlx::query_scalar(
+            "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())",
+        )
+        .bind(&self.table.name)
+        .bind(&self.table.schema)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("estimating the source size"))?;
+        Ok(estimate
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .map(|e| format!("{e:.0}").parse().unwrap_or(0)))
+    }
+
+    /// The next batch: the next `max_keys` distinct keys after `after` and
+    /// every row of each. `None` when the source is exhausted.
+    pub async fn next_batch(
+        &self,
+        after: Option<i64>,
+        max_keys: usize,
+    ) -> Result<Option<SourceBatch>> {
+        let limit = i64::try_from(max_keys).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&self.batch_sql)
+            .bind(after.unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading source rows"))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut batch = SourceBatch {
+            groups: Vec::with_capacity(max_keys),
+            rows: rows.len(),
+        };
+        for row in &rows {
+            let row = self.decode(row)?;
+            match batch.groups.last_mut() {
+                Some((key, group)) if *key == row.collector_result_id => group.push(row),
+                _ => batch.groups.push((row.collector_result_id, vec![row])),
+            }
+        }
+        Ok(Some(batch))
+    }
+
+    fn decode(&self, row: &PgRow) -> Result<SourceRow> {
+        let id: i64 = row.try_get(0).map_err(db("decoding a source row"))?;
+        let decimal = |index: usize, column: &'static str| -> Result<Option<Decimal>> {
+            let text: Option<String> = row.try_get(index).map_err(db("decoding a source row"))?;
+            text.map(|value| {
+                value.parse().map_err(|_| Error::InvalidSourceValue {
+                    table: self.table.to_string(),
+                    column,
+                    row_id: id,
+                    value,
+                })
+            })
+            .transpose()
+        };
+        let json = |index: usize| -> Result<Option<Json>> {
+            let text: Option<String> = row.try_get(index).map_err(db("decoding a source row"))?;
+            Ok(text.map(Json))
+        };
+        Ok(SourceRow {
+            id,
+            collector_result_id: row.try_get(1).map_err(db("decoding a source row"))?,
+            brand_id: row.try_get(2).map_err(db("decoding a source row"))?,
+            customer_id: row.try_get(3).map_err(db("decoding a source row"))?,
+            query_id: row.try_get(4).map_err(db("decoding a source row"))?,
+            collector_type: row.try_get(5).map_err(db("decoding a source row"))?,
+            competitor_name: row.try_get(6).map_err(db("decoding a source row"))?,
+            brand_first_position: row.try_get(7).map_err(db("decoding a source row"))?,
+            competitor_positions: row.try_get(8).map_err(db("decoding a source row"))?,
+            total_brand_mentions: row.try_get(9).map_err(db("decoding a source row"))?,
+            competitor_mentions: row.try_get(10).map_err(db("decoding a source row"))?,
+            visibility_index: decimal(11, "visibility_index")?,
+            visibility_index_competitor: decimal(12, "visibility_index_competitor")?,
+            share_of_answers_brand: decimal(13, "share_of_answers_brand")?,
+            share_of_answers_competitor: decimal(14, "share_of_answers_competitor")?,
+            has_brand_presence: row.try_get(15).map_err(db("decoding a source row"))?,
+            topic: row.try_get(16).map_err(db("decoding a source row"))?,
+            sentiment_label: row.try_get(17).map_err(db("decoding a source row"))?,
+            sentiment_score: decimal(18, "sentiment_score")?,
+            sentiment_label_competitor: row.try_get(19).map_err(db("decoding a source row"))?,
+            sentiment_score_competitor: decimal(20, "sentiment_score_competitor")?,
+            sentiment_positive_sentences: json(21)?,
+            sentiment_negative_sentences: json(22)?,
+            sentiment_positive_sentences_competitor: json(23)?,
+            sentiment_negative_sentences_competitor: json(24)?,
+            processed_at: Timestamp(row.try_get(25).map_err(db("decoding a source row"))?),
+            metadata: json(26)?,
+        })
+    }
+
+    /// Loads competitors and brands (small tables, loaded once per run).
+    pub async fn load_directories(&self) -> Result<Directories> {
+        let mut dirs = Directories::new();
+        let competitors: Vec<(Uuid, Uuid, String)> =
+            sqlx::query_as("SELECT brand_id, id, competitor_name FROM brand_competitors")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("loading brand_competitors"))?;
+        for (brand, id, name) in &competitors {
+            dirs.add_competitor(*brand, *id, name);
+        }
+        let brands: Vec<(Uuid, Option<Uuid>)> =
+            sqlx::query_as("SELECT id, customer_id FROM brands")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("loading brands"))?;
+        for (id, customer) in brands {
+            dirs.add_brand(id, customer);
+        }
+        Ok(dirs)
+    }
+
+    /// Replaces the directories' collector results with those of `keys`.
+    pub async fn load_collector_results(&self, dirs: &mut Directories, keys: &[i64]) -> Result<()> {
+        dirs.clear_collector_results();
+        let sql = format!(
+            "SELECT id, {} FROM collector_results WHERE id = ANY($1)",
+            micros("created_at")
+        );
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("loading collector_results"))?;
+        for (id, created_at) in rows {
+            dirs.add_collector_result(id, Timestamp(created_at));
+        }
+        Ok(())
+    }
+}
