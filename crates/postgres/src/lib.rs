@@ -13,6 +13,8 @@ pub mod engine;
 pub mod schema;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use engine::{Engine, EngineOptions, OnConflict, Progress, Summary};
 pub use schema::{Missing, SchemaReport};

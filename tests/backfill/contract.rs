@@ -1,0 +1,95 @@
+//! The project's SQL creates exactly the contract's columns and types, and
+//! `schema check` names what is missing.
+
+use backfill_postgres::testing::TestDb;
+use backfill_postgres::{schema, Missing, SourceTable};
+
+async fn columns(pool: &sqlx::PgPool) -> Vec<(String, String, String, String, String)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                a.attnotnull::text, coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+          WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+            AND c.relkind IN ('r', 'm')
+          ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+fn shared_schema(file: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/schema")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the data contract {} must be beside the repository: {e}",
+            path.display()
+        )
+    })
+}
+
+#[tokio::test]
+async fn project_sql_creates_the_contract_columns_and_types() {
+    let ours = TestDb::empty().await;
+    schema::apply(&ours.pool, true, true).await.unwrap();
+    let contract = TestDb::empty().await;
+    sqlx::raw_sql(&shared_schema("source.sql"))
+        .execute(&contract.pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&shared_schema("target.sql"))
+        .execute(&contract.pool)
+        .await
+        .unwrap();
+    let (a, b) = (columns(&ours.pool).await, columns(&contract.pool).await);
+    assert!(a.len() > 60, "too few columns: {}", a.len());
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn schema_check_names_missing_tables_and_columns() {
+    let db = TestDb::with_schema().await;
+    let table = SourceTable::default();
+    assert!(schema::check_source(&db.pool, &table)
+        .await
+        .unwrap()
+        .is_ok());
+    assert!(schema::check_target(&db.pool).await.unwrap().is_ok());
+
+    sqlx::raw_sql("ALTER TABLE extracted_positions DROP COLUMN sentiment_score; DROP TABLE competitor_sentiment")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let source = schema::check_source(&db.pool, &table).await.unwrap();
+    assert_eq!(
+        source.missing,
+        vec![Missing {
+            table: "extracted_positions".into(),
+            column: Some("sentiment_score".into())
+        }]
+    );
+    let target = schema::check_target(&db.pool).await.unwrap();
+    assert_eq!(
+        target.missing,
+        vec![Missing {
+            table: "competitor_sentiment".into(),
+            column: None
+        }]
+    );
+    assert_eq!(target.missing[0].to_string(), "table competitor_sentiment");
+
+    let renamed = SourceTable::parse("positions_2024");
+    let report = schema::check_source(&db.pool, &renamed).await.unwrap();
+    assert_eq!(
+        report.missing,
+        vec![Missing {
+            table: "positions_2024".into(),
+            column: None
+        }]
+    );
+}
