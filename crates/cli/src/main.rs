@@ -20,6 +20,8 @@ pub enum Exit {
     Ok,
     /// 1: some keys rejected or failed.
     Problems,
+    /// 2: configuration error already reported.
+    Config,
     /// 3: interrupted, resumable.
     Interrupted,
 }
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::Problems) => ExitCode::from(1),
+        Ok(Exit::Config) => ExitCode::from(2),
         Ok(Exit::Interrupted) => ExitCode::from(3),
         Err(err) => {
             eprintln!("error: {err}");

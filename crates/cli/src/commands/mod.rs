@@ -26,11 +26,16 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
     }
 }
 
-/// The exit code a summary calls for.
-pub fn exit_for(summary: &backfill_postgres::Summary) -> Exit {
+/// The exit code after a command: 3 if interrupted; 1 if any key of the
+/// journal is rejected or failed (they stay so until their source is fixed,
+/// so a re-run says so again); 0 otherwise.
+pub fn exit_for(summary: &backfill_postgres::Summary, journal: &backfill_journal::Journal) -> Exit {
+    use backfill_journal::State;
     if summary.interrupted {
         Exit::Interrupted
-    } else if summary.has_problems() {
+    } else if summary.has_problems()
+        || journal.count(State::Rejected) + journal.count(State::Failed) > 0
+    {
         Exit::Problems
     } else {
         Exit::Ok

@@ -29,5 +29,5 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
         cli.json,
         "backfill replay (or replay --dry-run)",
     );
-    Ok(crate::commands::exit_for(&summary))
+    Ok(crate::commands::exit_for(&summary, &journal))
 }

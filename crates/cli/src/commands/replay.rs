@@ -38,5 +38,5 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         cli.json,
         "backfill refresh, then backfill status",
     );
-    Ok(crate::commands::exit_for(&summary))
+    Ok(crate::commands::exit_for(&summary, &journal))
 }

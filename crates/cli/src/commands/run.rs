@@ -46,5 +46,5 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         "backfill status; backfill journal verify"
     };
     output::summary("run", &summary, &journal, cli.json, next);
-    Ok(crate::commands::exit_for(&summary))
+    Ok(crate::commands::exit_for(&summary, &journal))
 }

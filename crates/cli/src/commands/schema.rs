@@ -29,10 +29,11 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
                     println!("  {m}");
                 }
             }
+            // Missing tables are a configuration error, as in every command.
             Ok(if missing.is_empty() {
                 Exit::Ok
             } else {
-                Exit::Problems
+                Exit::Config
             })
         }
         SchemaCommand::Apply { source, target } => {

@@ -1,0 +1,312 @@
+//! The `backfill` binary: exit codes, messages, signals and kill -9.
+
+use std::process::{Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use assert_cmd::Command;
+use backfill_postgres::testing::{dump_target, TestDb};
+use predicates::prelude::*;
+use rand::Rng;
+
+fn backfill(db: &TestDb, journal: &std::path::Path) -> Command {
+    let mut cmd = Command::cargo_bin("backfill").unwrap();
+    cmd.env("DATABASE_URL", &db.url)
+        .arg("--journal")
+        .arg(journal)
+        .arg("--quiet");
+    cmd
+}
+
+async fn seeded(results: i64) -> TestDb {
+    let db = TestDb::with_schema().await;
+    backfill_postgres::demo::seed(&db.pool, results)
+        .await
+        .unwrap();
+    db
+}
+
+#[test]
+fn no_database_url_is_exit_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    Command::cargo_bin("backfill")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .arg("--journal")
+        .arg(dir.path())
+        .arg("run")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("DATABASE_URL"));
+}
+
+#[test]
+fn a_bad_url_is_exit_2_and_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    Command::cargo_bin("backfill")
+        .unwrap()
+        .args([
+            "--database-url",
+            "postgres://postgres:hunter2@127.0.0.1:1/nothing",
+            "--journal",
+        ])
+        .arg(dir.path())
+        .arg("run")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "cannot connect to postgres://postgres:***@127.0.0.1:1/nothing",
+        ))
+        .stderr(predicate::str::contains("hunter2").not());
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    Command::cargo_bin("backfill")
+        .unwrap()
+        .args(["run", "--batch-size", "0"])
+        .assert()
+        .code(2);
+    Command::cargo_bin("backfill")
+        .unwrap()
+        .arg("frobnicate")
+        .assert()
+        .code(2);
+}
+
+#[tokio::test]
+async fn a_missing_table_is_exit_2_naming_it_and_schema_check_lists_the_same() {
+    let db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = backfill(&db, dir.path()).arg("run").assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for name in [
+        "table extracted_positions",
+        "table brands",
+        "table brand_competitors",
+        "table collector_results",
+    ] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+    backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("table metric_facts"))
+        .stdout(predicate::str::contains("table mv_brand_daily_metrics"));
+    backfill(&db, dir.path())
+        .args(["schema", "apply"])
+        .assert()
+        .success();
+    backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .success();
+    // A renamed source table is named as such.
+    backfill(&db, dir.path())
+        .args(["plan", "--source-table", "positions_old"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("table positions_old"));
+}
+
+#[tokio::test]
+async fn an_empty_source_is_exit_2_unless_allowed() {
+    let db = TestDb::with_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path())
+        .arg("run")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "source table extracted_positions is empty",
+        ));
+    backfill(&db, dir.path())
+        .args(["run", "--allow-empty"])
+        .assert()
+        .success();
+}
+
+#[tokio::test]
+async fn run_reports_json_and_exit_1_for_rejections_then_status_reads_the_journal() {
+    let db = seeded(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = backfill(&db, dir.path())
+        .args(["--json", "run", "--batch-size", "64"])
+        .assert()
+        .code(1);
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let applied = json["summary"]["outcomes"]["applied"].as_u64().unwrap();
+    assert!(applied > 250);
+    assert_eq!(json["journal"]["states"]["applied"].as_u64(), Some(applied));
+    assert!(
+        json["journal"]["states"]["rejected:orphan_collector_result"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(u64::try_from(facts).unwrap(), applied);
+    // The view was refreshed.
+    let view: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(total_responses), 0)::int8 FROM mv_brand_daily_metrics",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(view, facts);
+
+    let status = Command::cargo_bin("backfill")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args(["--json", "--journal"])
+        .arg(dir.path())
+        .arg("status")
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&status.get_output().stdout).unwrap();
+    assert_eq!(json["states"]["applied"].as_u64(), Some(applied));
+    assert_eq!(json["runs"][0]["command"], "run");
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let db = seeded(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path())
+        .args(["run", "--dry-run"])
+        .assert()
+        .code(1);
+    assert!(dump_target(&db.pool).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_second_applier_is_refused_with_a_clear_message() {
+    let db = seeded(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(0x6261_636b_6669_6c6c_i64)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "another backfill is applying to this target",
+        ));
+    holder.close().await.unwrap();
+    backfill(&db, dir.path()).arg("replay").assert().success();
+}
+
+#[tokio::test]
+async fn a_journal_in_use_is_exit_2_naming_its_path() {
+    let db = seeded(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _held = backfill_journal::Journal::open(dir.path()).unwrap();
+    backfill(&db, dir.path())
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(dir.path().display().to_string()))
+        .stderr(predicate::str::contains("in use"));
+}
+
+fn spawn_run(db: &TestDb, journal: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    StdCommand::new(assert_cmd::cargo::cargo_bin("backfill"))
+        .env("DATABASE_URL", &db.url)
+        .arg("--journal")
+        .arg(journal)
+        .arg("--quiet")
+        .args(["run", "--batch-size", "40"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_then_replay_gives_the_rows_of_an_uninterrupted_run() {
+    let reference = seeded(2500).await;
+    let ref_dir = tempfile::tempdir().unwrap();
+    backfill(&reference, ref_dir.path())
+        .args(["run", "--batch-size", "40"])
+        .assert()
+        .code(1);
+    let expected = dump_target(&reference.pool).await;
+
+    let db = seeded(2500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::thread_rng();
+    let mut killed_mid_run = 0;
+    for _ in 0..4 {
+        let mut child = spawn_run(&db, dir.path(), &[]);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    assert!(
+        killed_mid_run > 0,
+        "every run finished before the kill: use more data"
+    );
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .code(predicate::in_iter([0, 1]));
+    backfill(&db, dir.path())
+        .args(["run", "--batch-size", "40"])
+        .assert()
+        .code(1);
+    assert_eq!(dump_target(&db.pool).await, expected);
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT metric_fact_id, competitor_id FROM competitor_metrics
+          GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_finishes_the_batch_in_flight_and_exits_3() {
+    let db = seeded(2500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_run(&db, dir.path(), &["--max-rows-per-sec", "4000"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(3));
+    let journal = backfill_journal::Journal::open(dir.path()).unwrap();
+    journal.verify_chain().unwrap();
+    let applied = journal.count(backfill_journal::State::Applied);
+    drop(journal);
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        u64::try_from(facts).unwrap(),
+        applied,
+        "journal and target agree after SIGINT"
+    );
+    assert!(facts > 0);
+    backfill(&db, dir.path())
+        .args(["run", "--batch-size", "40"])
+        .assert()
+        .code(1);
+}
