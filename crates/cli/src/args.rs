@@ -43,6 +43,8 @@ pub enum Command {
     },
     /// Seed a scratch database (backfill_demo) and run the backfill on it.
     Demo(DemoArgs),
+    /// Add synthetic source rows to the source database (demos, benchmarks).
+    Seed(SeedArgs),
     /// Read the source and record every key's event in the journal.
     Plan(PlanArgs),
     /// Apply pending (and failed) events from the journal; resumes anything.
@@ -156,4 +158,12 @@ pub struct DemoArgs {
     /// Collector results per batch.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u32,
+}
+
+/// `seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Collector results to add (about six source rows each).
+    #[arg(long)]
+    pub results: i64,
 }

@@ -22,7 +22,18 @@ pub fn progress(quiet: bool) -> Arc<dyn Progress> {
     }
 }
 
-struct Bar(Mutex<Option<ProgressBar>>);
+/// The bar counts source rows, except in `replay`, which counts keys.
+struct Bar(Mutex<Option<(ProgressBar, bool)>>);
+
+impl Bar {
+    fn inc(&self, n: u64, keys: bool) {
+        if let Some((bar, counts_keys)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *counts_keys == keys {
+                bar.inc(n);
+            }
+        }
+    }
+}
 
 impl Progress for Bar {
     fn start(&self, phase: &str, total: Option<u64>) {
@@ -30,30 +41,25 @@ impl Progress for Bar {
             Some(total) => ProgressBar::new(total),
             None => ProgressBar::new_spinner(),
         };
+        let counts_keys = phase == "replay";
+        let unit = if counts_keys { "keys" } else { "rows" };
         let template = format!(
-            "{phase:>7} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} rows {{per_sec}} ETA {{eta}}"
+            "{phase:>7} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}"
         );
         if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style);
         }
         bar.enable_steady_tick(Duration::from_millis(200));
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((bar, counts_keys));
     }
     fn rows(&self, rows: u64) {
-        if let Some(bar) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            bar.inc(rows);
-        }
+        self.inc(rows, false);
     }
     fn keys(&self, keys: u64) {
-        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bar) = &*guard {
-            if bar.length().is_none() || bar.message().starts_with("replay") {
-                bar.inc(keys);
-            }
-        }
+        self.inc(keys, true);
     }
     fn finish(&self) {
-        if let Some(bar) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((bar, _)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
         }
     }

@@ -6,6 +6,7 @@ mod refresh;
 mod replay;
 mod run;
 mod schema;
+mod seed;
 mod status;
 
 use anyhow::Result;
@@ -18,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
     match &cli.command {
         Command::Schema { action } => schema::run(&cli, action).await,
         Command::Demo(args) => demo::run(&cli, args).await,
+        Command::Seed(args) => seed::run(&cli, args).await,
         Command::Plan(args) => plan::run(&cli, args).await,
         Command::Replay(args) => replay::run(&cli, args).await,
         Command::Run(args) => run::run(&cli, args).await,

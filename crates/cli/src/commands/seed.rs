@@ -1,0 +1,16 @@
+//! `seed`: synthetic source data (the demo's) in the source database.
+
+use anyhow::Result;
+use backfill_postgres::{connect, demo};
+
+use crate::args::{Cli, SeedArgs};
+use crate::{context, Exit};
+
+pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
+    let pool = connect(&context::source_url(cli)?, 1).await?;
+    demo::seed(&pool, args.results).await?;
+    if !cli.quiet {
+        println!("seeded {} collector results", args.results);
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: the tool beside the hand-written SQL reference
+# (benches/reference.sql), on two copies of the same generated data, in the
+# same run. Prints source rows/s, peak RSS and the ratio tool/SQL, and checks
+# that both wrote the same target rows.
+#
+#   scripts/bench-e2e.sh [RESULTS ...]     default: 16667 166667 (≈100k and ≈1M source rows)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/pg.sh
+ensure_postgres
+admin="$DATABASE_URL"
+base="${admin%/*}"
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(16667 166667)
+
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+cargo build --release --locked -p backfill-cli >&2
+bin=target/release/backfill
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
+
+printf '%-10s %-12s %10s %12s %10s %12s %8s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "tool peak RSS"
+for n in "${sizes[@]}"; do
+  for db in backfill_bench_sql backfill_bench_tool; do
+    psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    DATABASE_URL="$base/$db" "$bin" --quiet schema apply
+    DATABASE_URL="$base/$db" "$bin" --quiet seed --results "$n"
+    psql -X -q "$base/$db" -c "VACUUM ANALYZE" 
+  done
+  rows=$(psql -X -At "$base/backfill_bench_sql" -c "SELECT count(*) FROM extracted_positions")
+
+  start=$(date +%s.%N)
+  psql -X -q "$base/backfill_bench_sql" -f benches/reference.sql
+  sql_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+
+  rm -rf "$work/journal"
+  /usr/bin/time -f '%e %M' -o "$work/time" \
+    env DATABASE_URL="$base/backfill_bench_tool" "$bin" --quiet --journal "$work/journal" \
+    run --batch-size 2000 --no-refresh > "$work/summary" || code=$?
+  if [ "${code:-0}" -gt 1 ]; then cat "$work/summary" "$work/time" >&2; exit 1; fi
+  read -r tool_s rss_kb < "$work/time"
+
+  a=$(psql -X -At "$base/backfill_bench_sql" -f benches/dump.sql)
+  b=$(psql -X -At "$base/backfill_bench_tool" -f benches/dump.sql)
+  same=$([ "$a" = "$b" ] && echo "same target rows" || echo "TARGETS DIFFER")
+  awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$tool_s" -v rss="$rss_kb" -v same="$same" \
+    'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f  %d MB (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, rss / 1024, same }'
+  if [ "$a" != "$b" ]; then
+    echo "reference:"; echo "$a"; echo "tool:"; echo "$b"
+  fi
+done
+for db in backfill_bench_sql backfill_bench_tool; do
+  psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+done
