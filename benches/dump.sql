@@ -22,4 +22,5 @@ UNION ALL
 SELECT 'competitor_sentiment', count(*), md5(string_agg(r, E'\n' ORDER BY r)) FROM (
   SELECT format('%s %s %s %s %s %s', f.collector_result_id, s.competitor_id, s.sentiment_label,
                 s.sentiment_score, s.positive_sentences, s.negative_sentences) r
-    FROM competitor_sentiment s JOIN metric_facts f ON f.id = s.metric_fact_id) t;
+    FROM competitor_sentiment s JOIN metric_facts f ON f.id = s.metric_fact_id) t
+ORDER BY 1;

@@ -23,7 +23,7 @@ SELECT brand_id, lower(btrim(regexp_replace(competitor_name, E'[ \t\n\r\f]+', ' 
 
 -- Each competitor row resolved against its group's brand, the latest per competitor.
 CREATE TEMP TABLE ref_comp ON COMMIT DROP AS
-SELECT DISTINCT ON (e.collector_result_id, cid) e.*, cid
+SELECT DISTINCT ON (e.collector_result_id, e.cid) e.*
   FROM (
     SELECT e.*, coalesce(x.id, CASE WHEN nm.n = 1 THEN nm.id END) AS cid
       FROM extracted_positions e
@@ -34,7 +34,7 @@ SELECT DISTINCT ON (e.collector_result_id, cid) e.*, cid
      WHERE e.competitor_name IS NOT NULL AND btrim(e.competitor_name, E' \t\n\r\f') <> ''
   ) e
  WHERE cid IS NOT NULL
- ORDER BY e.collector_result_id, cid, e.processed_at DESC, e.id DESC;
+ ORDER BY e.collector_result_id, e.cid, e.processed_at DESC, e.id DESC;
 
 CREATE FUNCTION pg_temp.fits(v numeric) RETURNS boolean IMMUTABLE LANGUAGE sql
   AS $$ SELECT v IS NULL OR abs(round(v, 2)) <= 999.99 $$;

@@ -5,11 +5,13 @@
 # that both wrote the same target rows.
 #
 #   scripts/bench-e2e.sh [RESULTS ...]     default: 16667 166667 (≈100k and ≈1M source rows)
+#   BATCH_SIZE=N (default 2000) sets the tool's --batch-size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
 ensure_postgres
 admin="$DATABASE_URL"
+export PGOPTIONS='-c client_min_messages=warning'
 base="${admin%/*}"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(16667 166667)
@@ -39,9 +41,9 @@ for n in "${sizes[@]}"; do
   rm -rf "$work/journal"
   /usr/bin/time -f '%e %M' -o "$work/time" \
     env DATABASE_URL="$base/backfill_bench_tool" "$bin" --quiet --journal "$work/journal" \
-    run --batch-size 2000 --no-refresh > "$work/summary" || code=$?
+    run --batch-size "${BATCH_SIZE:-2000}" --no-refresh > "$work/summary" || code=$?
   if [ "${code:-0}" -gt 1 ]; then cat "$work/summary" "$work/time" >&2; exit 1; fi
-  read -r tool_s rss_kb < "$work/time"
+  read -r tool_s rss_kb < <(tail -n 1 "$work/time")
 
   a=$(psql -X -At "$base/backfill_bench_sql" -f benches/dump.sql)
   b=$(psql -X -At "$base/backfill_bench_tool" -f benches/dump.sql)

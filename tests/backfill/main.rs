@@ -1,5 +1,6 @@
 //! The operator path against a real Postgres: one database per test.
 
+mod audit;
 mod contract;
 mod engine;
 mod golden;

@@ -55,6 +55,65 @@ pub enum Command {
     Status,
     /// Refresh mv_brand_daily_metrics.
     Refresh,
+    /// What was planned, written, skipped and why; and proof of it.
+    Journal {
+        /// inspect or verify.
+        #[command(subcommand)]
+        action: JournalCommand,
+    },
+    /// Remove exactly what this journal wrote (dry unless --yes).
+    Rollback(RollbackArgs),
+}
+
+/// `journal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Show the journal, or one key's full history (no database needed).
+    Inspect(InspectArgs),
+    /// Compare target rows, journal and ledger key by key (exit 1 on any difference).
+    Verify(VerifyArgs),
+}
+
+/// `journal inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// One key: its state, history, hashes, target rows and notes.
+    #[arg(long)]
+    pub collector_result: Option<i64>,
+    /// List keys in this state (pending, applied, skipped, rejected, failed, drifted, rolled_back).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// List keys with this reason (e.g. existing_in_target, no_brand_row).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// At most this many keys listed.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `journal verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Keys read back per batch.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_size: usize,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Only keys applied by this run.
+    #[arg(long)]
+    pub run: Option<uuid::Uuid>,
+    /// Do it (without: print what would be removed, change nothing).
+    #[arg(long)]
+    pub yes: bool,
+    /// Also remove keys whose target rows changed since they were written.
+    #[arg(long)]
+    pub force: bool,
+    /// Keys per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
 }
 
 /// `schema` subcommands.
@@ -130,6 +189,9 @@ pub struct ReplayArgs {
     /// Do not retry keys that failed before.
     #[arg(long)]
     pub no_retry_failed: bool,
+    /// Also re-plan drifted keys from the source and rewrite them (replace).
+    #[arg(long)]
+    pub reapply_drifted: bool,
 }
 
 /// `run`.

@@ -106,3 +106,160 @@ pub struct CompetitorRows {
     /// The `competitor_sentiment` row, if any.
     pub sentiment: Option<Sentiment>,
 }
+
+impl TargetRows {
+    /// The `table.column`s whose values differ between `self` (as planned)
+    /// and `other` (as read back), in a fixed order; a competitor present on
+    /// one side only is named as `competitor_metrics.competitor_id`.
+    pub fn diff(&self, other: &TargetRows) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let (a, b) = (&self.fact, &other.fact);
+        let fact = [
+            (
+                "metric_facts.collector_result_id",
+                a.collector_result_id == b.collector_result_id,
+            ),
+            ("metric_facts.brand_id", a.brand_id == b.brand_id),
+            ("metric_facts.customer_id", a.customer_id == b.customer_id),
+            ("metric_facts.query_id", a.query_id == b.query_id),
+            (
+                "metric_facts.collector_type",
+                a.collector_type == b.collector_type,
+            ),
+            ("metric_facts.topic", a.topic == b.topic),
+            (
+                "metric_facts.collected_at",
+                a.collected_at == b.collected_at,
+            ),
+            ("metric_facts.metadata", a.metadata == b.metadata),
+            ("metric_facts.created_at", a.created_at == b.created_at),
+        ];
+        out.extend(fact.iter().filter(|(_, same)| !same).map(|(name, _)| *name));
+        metrics_diff(
+            "brand_metrics",
+            &self.brand_metrics,
+            &other.brand_metrics,
+            &mut out,
+        );
+        sentiment_diff(
+            "brand_sentiment",
+            self.brand_sentiment.as_ref(),
+            other.brand_sentiment.as_ref(),
+            &mut out,
+        );
+        let ids = |rows: &TargetRows| {
+            rows.competitors
+                .iter()
+                .map(|c| c.competitor_id)
+                .collect::<Vec<_>>()
+        };
+        if ids(self) != ids(other) {
+            out.push("competitor_metrics.competitor_id");
+        }
+        for (x, y) in self.competitors.iter().zip(&other.competitors) {
+            if x.competitor_id == y.competitor_id {
+                metrics_diff("competitor_metrics", &x.metrics, &y.metrics, &mut out);
+                sentiment_diff(
+                    "competitor_sentiment",
+                    x.sentiment.as_ref(),
+                    y.sentiment.as_ref(),
+                    &mut out,
+                );
+            }
+        }
+        out.dedup();
+        out
+    }
+}
+
+fn metrics_diff(table: &'static str, a: &Metrics, b: &Metrics, out: &mut Vec<&'static str>) {
+    let columns: [(&'static str, &'static str, bool); 6] = [
+        (
+            "brand_metrics.visibility_index",
+            "competitor_metrics.visibility_index",
+            a.visibility_index == b.visibility_index,
+        ),
+        (
+            "brand_metrics.share_of_answers",
+            "competitor_metrics.share_of_answers",
+            a.share_of_answers == b.share_of_answers,
+        ),
+        (
+            "brand_metrics.total_mentions",
+            "competitor_metrics.total_mentions",
+            a.total_mentions == b.total_mentions,
+        ),
+        (
+            "brand_metrics.product_mentions",
+            "competitor_metrics.product_mentions",
+            a.product_mentions == b.product_mentions,
+        ),
+        (
+            "brand_metrics.first_position",
+            "competitor_metrics.first_position",
+            a.first_position == b.first_position,
+        ),
+        (
+            "brand_metrics.has_presence",
+            "competitor_metrics.has_presence",
+            a.has_presence == b.has_presence,
+        ),
+    ];
+    for (brand, competitor, same) in columns {
+        if !same {
+            out.push(if table == "brand_metrics" {
+                brand
+            } else {
+                competitor
+            });
+        }
+    }
+}
+
+fn sentiment_diff(
+    table: &'static str,
+    a: Option<&Sentiment>,
+    b: Option<&Sentiment>,
+    out: &mut Vec<&'static str>,
+) {
+    let brand = table == "brand_sentiment";
+    let pick = |brand_name: &'static str, competitor_name: &'static str| {
+        if brand {
+            brand_name
+        } else {
+            competitor_name
+        }
+    };
+    match (a, b) {
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            out.push(pick("brand_sentiment", "competitor_sentiment"))
+        }
+        (Some(a), Some(b)) => {
+            if a.label != b.label {
+                out.push(pick(
+                    "brand_sentiment.sentiment_label",
+                    "competitor_sentiment.sentiment_label",
+                ));
+            }
+            if a.score != b.score {
+                out.push(pick(
+                    "brand_sentiment.sentiment_score",
+                    "competitor_sentiment.sentiment_score",
+                ));
+            }
+            if a.positive_sentences != b.positive_sentences {
+                out.push(pick(
+                    "brand_sentiment.positive_sentences",
+                    "competitor_sentiment.positive_sentences",
+                ));
+            }
+            if a.negative_sentences != b.negative_sentences {
+                out.push(pick(
+                    "brand_sentiment.negative_sentences",
+                    "competitor_sentiment.negative_sentences",
+                ));
+            }
+        }
+    }
+}

@@ -22,6 +22,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// include the previous entry's hash.
 pub const ENTRY_DOMAIN: &str = "backfill/journal-entry/v1";
 
+/// sled's page cache.
+const CACHE_BYTES: u64 = 32 << 20;
+
 const META_FORMAT: &[u8] = b"Mformat";
 const META_ID: &[u8] = b"Mid";
 const META_MAPPING: &[u8] = b"Mmapping";
@@ -388,7 +391,14 @@ impl Journal {
         // No background flusher: every commit flushes itself, and a flusher thread
         // would keep the directory locked for a while after the journal is dropped.
         let opened = std::panic::catch_unwind(|| {
-            sled::Config::new().path(&path).flush_every_ms(None).open()
+            sled::Config::new()
+                .path(&path)
+                .flush_every_ms(None)
+                // sled's default cache is 1 GiB; the journal is written
+                // sequentially and read by page, so a small cache keeps the
+                // process's memory flat whatever the size of the backfill.
+                .cache_capacity(CACHE_BYTES)
+                .open()
         });
         let db = match opened {
             Ok(Ok(db)) => db,

@@ -110,7 +110,8 @@ impl Summary {
         *self.outcomes.entry(outcome.into()).or_insert(0) += 1;
     }
 
-    fn merge(&mut self, other: Summary) {
+    /// Adds another summary's counts (the first's timing is kept).
+    pub fn merge(&mut self, other: Summary) {
         self.source_rows += other.source_rows;
         self.keys_read += other.keys_read;
         self.keys_planned += other.keys_planned;
@@ -286,8 +287,8 @@ impl Engine {
         tokio::task::JoinHandle<Result<()>>,
         tokio::task::JoinHandle<Result<()>>,
     ) {
-        let (read_tx, mut read_rx) = mpsc::channel::<SourceBatch>(2);
-        let (plan_tx, plan_rx) = mpsc::channel::<Planned>(2);
+        let (read_tx, mut read_rx) = mpsc::channel::<SourceBatch>(1);
+        let (plan_tx, plan_rx) = mpsc::channel::<Planned>(1);
         let reader = self.reader.clone();
         let cancel = self.cancel.clone();
         let batch_size = self.options.batch_size.max(1);
@@ -479,6 +480,56 @@ impl Engine {
             }
         }
         self.progress.finish();
+        summary.elapsed_secs = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Re-plans every `drifted` key from the source as it is now and rewrites
+    /// it in the target with `sink` (which should replace: the old rows are
+    /// this journal's). The key's history keeps both events.
+    pub async fn reapply_drifted<S: Sink>(&self, sink: &mut S, run: Uuid) -> Result<Summary> {
+        let started = Instant::now();
+        let mut summary = Summary {
+            dry_run: !sink.writes(),
+            ..Summary::default()
+        };
+        let mut dirs = self.reader.load_directories().await?;
+        let drifted: Vec<i64> = self
+            .journal
+            .keys_in_state(State::Drifted, None)
+            .collect::<std::result::Result<_, _>>()?;
+        let mut batch_no = 0u64;
+        for keys in drifted.chunks(self.options.batch_size.max(1)) {
+            if self.cancelled() {
+                summary.interrupted = true;
+                break;
+            }
+            let batch = self.reader.groups_of(keys).await?;
+            self.reader.load_collector_results(&mut dirs, keys).await?;
+            let mut records = Batch::for_run(run);
+            let mut events = Vec::new();
+            for (key, rows) in &batch.groups {
+                let event = plan(*key, rows, &dirs)?;
+                summary.keys_planned += 1;
+                match &event.outcome {
+                    backfill_core::Outcome::Migrate(_) => events.push(event.clone()),
+                    backfill_core::Outcome::Skip(r) => {
+                        summary.count(format!("skipped:{}", r.code()))
+                    }
+                    backfill_core::Outcome::Reject(r) => {
+                        summary.count(format!("rejected:{}", r.code()))
+                    }
+                }
+                records.plan(event);
+            }
+            if sink.writes() {
+                let journal = self.journal.clone();
+                blocking(move || journal.commit(records).map(|_| ()).map_err(Error::from)).await?;
+            }
+            batch_no += 1;
+            self.apply_batch(sink, run, batch_no, events, &mut summary)
+                .await?;
+        }
         summary.elapsed_secs = started.elapsed().as_secs_f64();
         Ok(summary)
     }

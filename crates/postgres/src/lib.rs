@@ -8,6 +8,7 @@
 //! bytes between them and Postgres, set-based and in transactions.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod demo;
 pub mod engine;
 pub mod schema;

@@ -87,6 +87,7 @@ pub struct SourceReader {
     pool: PgPool,
     table: SourceTable,
     batch_sql: String,
+    keys_sql: String,
 }
 
 const MICROS: &str = "(extract(epoch from {}) * 1000000)::int8";
@@ -139,10 +140,14 @@ impl SourceReader {
                 AND collector_result_id <= (SELECT k FROM upper_key)
               ORDER BY collector_result_id, id"
         );
+        let keys_sql = format!(
+            "SELECT {select} FROM {t} WHERE collector_result_id = ANY($1) ORDER BY collector_result_id, id"
+        );
         Self {
             pool,
             table,
             batch_sql,
+            keys_sql,
         }
     }
 
@@ -193,18 +198,32 @@ impl SourceReader {
         if rows.is_empty() {
             return Ok(None);
         }
+        self.group(&rows).map(Some)
+    }
+
+    /// The whole groups of `keys` (keys without rows are absent).
+    pub async fn groups_of(&self, keys: &[i64]) -> Result<SourceBatch> {
+        let rows = sqlx::query(&self.keys_sql)
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading source rows"))?;
+        self.group(&rows)
+    }
+
+    fn group(&self, rows: &[PgRow]) -> Result<SourceBatch> {
         let mut batch = SourceBatch {
-            groups: Vec::with_capacity(max_keys),
+            groups: Vec::new(),
             rows: rows.len(),
         };
-        for row in &rows {
+        for row in rows {
             let row = self.decode(row)?;
             match batch.groups.last_mut() {
                 Some((key, group)) if *key == row.collector_result_id => group.push(row),
                 _ => batch.groups.push((row.collector_result_id, vec![row])),
             }
         }
-        Ok(Some(batch))
+        Ok(batch)
     }
 
     fn decode(&self, row: &PgRow) -> Result<SourceRow> {

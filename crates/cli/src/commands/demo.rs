@@ -47,6 +47,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     }
     let journal = context::open_journal(&cli.journal)?;
     let table = SourceTable::default();
+    journal.bind_source(&backfill_journal::SourceFingerprint {
+        database: format!("{DEMO_DATABASE} on {}", backfill_postgres::redact_url(&url)),
+        table: table.to_string(),
+    })?;
     schema::ensure_ledger(&pool).await?;
     let engine = backfill_postgres::Engine::new(
         SourceReader::new(pool.clone(), table),

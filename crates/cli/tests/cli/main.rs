@@ -310,3 +310,147 @@ async fn sigint_finishes_the_batch_in_flight_and_exits_3() {
         .assert()
         .code(1);
 }
+
+/// A validator for the subset of JSON Schema docs/inspect.schema.json uses
+/// (type, required, properties, items, enum, $ref into $defs).
+fn validate(
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => &root["$defs"][r.trim_start_matches("#/$defs/")],
+        None => schema,
+    };
+    let mut errors = Vec::new();
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let ok = types.iter().any(|t| match *t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            _ => false,
+        });
+        if !ok {
+            errors.push(format!("{path}: {value} is not {types:?}"));
+            return errors;
+        }
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum") {
+        if !allowed.contains(value) {
+            errors.push(format!("{path}: {value} not in enum"));
+        }
+    }
+    if let Some(Value::Array(required)) = schema.get("required") {
+        for name in required.iter().filter_map(Value::as_str) {
+            if value.get(name).is_none() {
+                errors.push(format!("{path}: missing {name}"));
+            }
+        }
+    }
+    if let (Some(Value::Object(props)), Value::Object(obj)) = (schema.get("properties"), value) {
+        for (name, sub) in props {
+            if let Some(v) = obj.get(name) {
+                errors.extend(validate(sub, root, v, &format!("{path}.{name}")));
+            }
+        }
+    }
+    if let (Some(items), Value::Array(values)) = (schema.get("items"), value) {
+        for (i, v) in values.iter().enumerate() {
+            errors.extend(validate(items, root, v, &format!("{path}[{i}]")));
+        }
+    }
+    errors
+}
+
+#[tokio::test]
+async fn inspect_json_follows_the_documented_schema_and_verify_and_rollback_work_end_to_end() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/inspect.schema.json")).unwrap();
+    let db = seeded(120).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path())
+        .args(["run", "--batch-size", "50"])
+        .assert()
+        .code(1);
+
+    let offline = |args: &[&str]| {
+        let mut cmd = Command::cargo_bin("backfill").unwrap();
+        cmd.env_remove("DATABASE_URL")
+            .arg("--json")
+            .arg("--journal")
+            .arg(dir.path())
+            .args(args);
+        cmd
+    };
+    for args in [
+        vec!["journal", "inspect"],
+        vec!["journal", "inspect", "--state", "rejected", "--limit", "3"],
+        vec!["journal", "inspect", "--reason", "no_brand_row"],
+    ] {
+        let out = offline(&args).assert().success();
+        let value: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let errors = validate(&schema["$defs"]["overview"], &schema, &value, "$");
+        assert!(errors.is_empty(), "{args:?}: {errors:?}");
+        if args.len() > 2 {
+            assert!(!value["keys"].as_array().unwrap().is_empty(), "{args:?}");
+        }
+    }
+    let out = offline(&["journal", "inspect", "--collector-result", "13"])
+        .assert()
+        .success();
+    let value: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let errors = validate(&schema["$defs"]["key"], &schema, &value, "$");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value["state"], "applied");
+    assert_eq!(value["history"].as_array().unwrap().len(), 2);
+    offline(&["journal", "inspect", "--state", "bogus"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown state"));
+
+    backfill(&db, dir.path())
+        .args(["journal", "verify"])
+        .assert()
+        .success();
+    sqlx::raw_sql("UPDATE metric_facts SET topic = 'edited' WHERE collector_result_id = 13")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = backfill(&db, dir.path())
+        .args(["--json", "journal", "verify"])
+        .assert()
+        .code(1);
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["findings"][0]["collector_result_id"], 13);
+    assert_eq!(report["findings"][0]["differs"][0], "metric_facts.topic");
+
+    backfill(&db, dir.path())
+        .arg("rollback")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("would remove"));
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(facts > 100, "rollback without --yes changes nothing");
+    backfill(&db, dir.path())
+        .args(["rollback", "--yes"])
+        .assert()
+        .code(1);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT collector_result_id FROM metric_facts")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![13]);
+}

@@ -1,0 +1,72 @@
+//! `rollback`: removes exactly what this journal wrote and still hashes as
+//! written; prints what it would do unless `--yes`.
+
+use anyhow::Result;
+use backfill_postgres::{audit, connect, schema};
+
+use crate::args::{Cli, RollbackArgs};
+use crate::{context, Exit};
+
+pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
+    let target = connect(&context::target_url(cli)?, 2).await?;
+    schema::ensure_ledger(&target).await?;
+    let journal = context::open_journal(&cli.journal)?;
+    let _lock = context::lock_target(&target).await?;
+    let run = if args.yes {
+        let options = vec![
+            (
+                "run".to_owned(),
+                args.run
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "all".into()),
+            ),
+            ("force".to_owned(), args.force.to_string()),
+        ];
+        journal.start_run("rollback", options)?
+    } else {
+        uuid::Uuid::nil()
+    };
+    let report = audit::rollback(
+        &journal,
+        &target,
+        args.run,
+        args.force,
+        args.yes,
+        args.batch_size,
+        run,
+    )
+    .await?;
+    if args.yes {
+        journal.end_run(
+            run,
+            vec![(
+                "rolled_back".into(),
+                u64::try_from(report.removed.len() + report.already_gone.len())?,
+            )],
+        )?;
+        schema::refresh_view(&target).await?;
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if args.yes {
+            "removed"
+        } else {
+            "would remove (pass --yes to do it)"
+        };
+        println!(
+            "{verb}: {} keys; already gone: {}; refused: {}",
+            report.removed.len(),
+            report.already_gone.len(),
+            report.refused.len()
+        );
+        for (key, why) in &report.refused {
+            println!("  refused collector_result_id {key}: changed since written ({}); --force to remove anyway", why.join(", "));
+        }
+    }
+    Ok(if report.refused.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Problems
+    })
+}

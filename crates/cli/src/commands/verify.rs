@@ -1,0 +1,33 @@
+//! `journal verify`: target rows vs journal vs ledger, key by key.
+
+use anyhow::Result;
+use backfill_postgres::{audit, connect};
+
+use crate::args::{Cli, VerifyArgs};
+use crate::{context, Exit};
+
+pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
+    let target = connect(&context::target_url(cli)?, 2).await?;
+    backfill_postgres::schema::ensure_ledger(&target).await?;
+    let journal = context::open_journal(&cli.journal)?;
+    let report = audit::verify(&journal, &target, args.batch_size).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "verified {} applied keys: {} match journal, ledger and target; {} findings; chain: {}",
+            report.keys_checked,
+            report.keys_matching,
+            report.findings.len(),
+            report.chain_problem.as_deref().unwrap_or("intact")
+        );
+        for finding in &report.findings {
+            println!("  {}", serde_json::to_string(finding)?);
+        }
+    }
+    Ok(if report.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Problems
+    })
+}

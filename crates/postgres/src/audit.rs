@@ -1,0 +1,600 @@
+//! Reading the target back: `journal verify` proves, key by key, that what
+//! the journal says was written is what the target holds (and what the ledger
+//! says); `rollback` removes exactly what this journal wrote and still hashes
+//! as written.
+//!
+//! The journal, the ledger and the target are three independent records;
+//! each check compares two of them, so that no single edited record can make
+//! the others agree with it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use backfill_core::{
+    current_content_hash, CompetitorRows, Digest, Fact, Json, Metrics, Numeric52, Outcome,
+    Sentiment, SentimentLabel, TargetRows, Timestamp,
+};
+use backfill_journal::{Batch, Journal, Record, State};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::{db, Result};
+
+/// What the target holds for one key.
+#[derive(Clone, Debug)]
+pub struct ReadBack {
+    /// `metric_facts.id`.
+    pub fact_id: i64,
+    /// The rows rebuilt in canonical form (`None` if a required row, such as
+    /// brand_metrics, is gone or a value cannot be read).
+    pub rows: Option<TargetRows>,
+    /// Why `rows` is `None`.
+    pub problem: Option<String>,
+}
+
+/// A ledger row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Which journal wrote the key.
+    pub journal_id: Uuid,
+    /// The content hash it recorded.
+    pub content_hash: Option<Digest>,
+}
+
+fn micros(column: &str) -> String {
+    format!("(extract(epoch from {column}) * 1000000)::int8")
+}
+
+fn numeric(text: Option<String>, what: &str) -> std::result::Result<Option<Numeric52>, String> {
+    text.map(|t| {
+        t.parse::<Numeric52>()
+            .map_err(|_| format!("{what} = {t} is not numeric(5,2)"))
+    })
+    .transpose()
+}
+
+fn label(text: Option<String>, what: &str) -> std::result::Result<SentimentLabel, String> {
+    let text = text.ok_or_else(|| format!("{what} is NULL"))?;
+    SentimentLabel::normalize(&text)
+        .filter(|l| l.as_str() == text)
+        .ok_or_else(|| format!("{what} = {text:?}"))
+}
+
+fn sentiment(row: &sqlx::postgres::PgRow, table: &str) -> std::result::Result<Sentiment, String> {
+    let get = |i: usize| -> std::result::Result<Option<String>, String> {
+        row.try_get(i).map_err(|e| e.to_string())
+    };
+    Ok(Sentiment {
+        label: label(get(2)?, &format!("{table}.sentiment_label"))?,
+        score: numeric(get(3)?, &format!("{table}.sentiment_score"))?
+            .ok_or_else(|| format!("{table}.sentiment_score is NULL"))?,
+        positive_sentences: Json(get(4)?.unwrap_or_else(|| "null".into())),
+        negative_sentences: Json(get(5)?.unwrap_or_else(|| "null".into())),
+    })
+}
+
+fn metrics(
+    row: &sqlx::postgres::PgRow,
+    first: usize,
+    table: &str,
+) -> std::result::Result<Metrics, String> {
+    let e = |e: sqlx::Error| e.to_string();
+    Ok(Metrics {
+        visibility_index: numeric(
+            row.try_get(first).map_err(e)?,
+            &format!("{table}.visibility_index"),
+        )?,
+        share_of_answers: numeric(
+            row.try_get(first + 1).map_err(e)?,
+            &format!("{table}.share_of_answers"),
+        )?,
+        total_mentions: row.try_get(first + 2).map_err(e)?,
+        product_mentions: row.try_get(first + 3).map_err(e)?,
+        first_position: row.try_get(first + 4).map_err(e)?,
+        has_presence: row.try_get(first + 5).map_err(e)?,
+    })
+}
+
+/// Reads the target rows of `keys` back (five set-based queries) and
+/// rebuilds them in canonical form. Keys without a fact are absent.
+pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadBack>> {
+    let sql = format!(
+        "SELECT id, collector_result_id, brand_id, customer_id, query_id, collector_type, topic, {}, metadata::text, {}
+           FROM metric_facts WHERE collector_result_id = ANY($1)",
+        micros("collected_at"),
+        micros("created_at")
+    );
+    let facts = sqlx::query(&sql)
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+        .map_err(db("reading metric_facts back"))?;
+    let mut by_fact: HashMap<i64, (i64, Fact)> = HashMap::new();
+    for row in &facts {
+        let e = db("decoding metric_facts");
+        let fact_id: i64 = row.try_get(0).map_err(db("decoding metric_facts"))?;
+        let fact = Fact {
+            collector_result_id: row.try_get(1).map_err(db("decoding metric_facts"))?,
+            brand_id: row.try_get(2).map_err(db("decoding metric_facts"))?,
+            customer_id: row.try_get(3).map_err(db("decoding metric_facts"))?,
+            query_id: row.try_get(4).map_err(db("decoding metric_facts"))?,
+            collector_type: row.try_get(5).map_err(db("decoding metric_facts"))?,
+            topic: row.try_get(6).map_err(db("decoding metric_facts"))?,
+            collected_at: Timestamp(row.try_get(7).map_err(db("decoding metric_facts"))?),
+            metadata: row
+                .try_get::<Option<String>, _>(8)
+                .map_err(db("decoding metric_facts"))?
+                .map(Json),
+            created_at: Timestamp(row.try_get(9).map_err(e)?),
+        };
+        by_fact.insert(fact_id, (fact.collector_result_id, fact));
+    }
+    let fact_ids: Vec<i64> = by_fact.keys().copied().collect();
+
+    let mut brand_metrics: HashMap<i64, std::result::Result<Metrics, String>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT metric_fact_id, visibility_index::text, share_of_answers::text, total_mentions, product_mentions,
+                first_position, has_presence FROM brand_metrics WHERE metric_fact_id = ANY($1)",
+    )
+    .bind(&fact_ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading brand_metrics back"))?
+    {
+        let id: i64 = row.try_get(0).map_err(db("decoding brand_metrics"))?;
+        brand_metrics.insert(id, metrics(&row, 1, "brand_metrics"));
+    }
+    let mut brand_sentiment: HashMap<i64, std::result::Result<Sentiment, String>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT metric_fact_id, NULL::uuid, sentiment_label, sentiment_score::text, positive_sentences::text,
+                negative_sentences::text FROM brand_sentiment WHERE metric_fact_id = ANY($1)",
+    )
+    .bind(&fact_ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading brand_sentiment back"))?
+    {
+        let id: i64 = row.try_get(0).map_err(db("decoding brand_sentiment"))?;
+        brand_sentiment.insert(id, sentiment(&row, "brand_sentiment"));
+    }
+    let mut competitors: HashMap<i64, BTreeMap<Uuid, std::result::Result<CompetitorRows, String>>> =
+        HashMap::new();
+    for row in sqlx::query(
+        "SELECT metric_fact_id, competitor_id, visibility_index::text, share_of_answers::text, total_mentions,
+                product_mentions, first_position, has_presence FROM competitor_metrics WHERE metric_fact_id = ANY($1)",
+    )
+    .bind(&fact_ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading competitor_metrics back"))?
+    {
+        let id: i64 = row.try_get(0).map_err(db("decoding competitor_metrics"))?;
+        let competitor_id: Uuid = row.try_get(1).map_err(db("decoding competitor_metrics"))?;
+        let rows = metrics(&row, 2, "competitor_metrics").map(|metrics| CompetitorRows {
+            competitor_id,
+            metrics,
+            sentiment: None,
+        });
+        competitors.entry(id).or_default().insert(competitor_id, rows);
+    }
+    let mut orphan_sentiments: HashMap<i64, String> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT metric_fact_id, competitor_id, sentiment_label, sentiment_score::text, positive_sentences::text,
+                negative_sentences::text FROM competitor_sentiment WHERE metric_fact_id = ANY($1)",
+    )
+    .bind(&fact_ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading competitor_sentiment back"))?
+    {
+        let id: i64 = row.try_get(0).map_err(db("decoding competitor_sentiment"))?;
+        let competitor_id: Uuid = row.try_get(1).map_err(db("decoding competitor_sentiment"))?;
+        let parsed = sentiment(&row, "competitor_sentiment");
+        match competitors.get_mut(&id).and_then(|m| m.get_mut(&competitor_id)) {
+            Some(Ok(rows)) => match parsed {
+                Ok(s) => rows.sentiment = Some(s),
+                Err(problem) => {
+                    orphan_sentiments.insert(id, problem);
+                }
+            },
+            Some(Err(_)) => {}
+            None => {
+                orphan_sentiments.insert(id, format!("competitor_sentiment for {competitor_id} without competitor_metrics"));
+            }
+        }
+    }
+
+    let mut out = HashMap::with_capacity(by_fact.len());
+    for (fact_id, (key, fact)) in by_fact {
+        let built = (|| -> std::result::Result<TargetRows, String> {
+            let brand_metrics = brand_metrics
+                .remove(&fact_id)
+                .unwrap_or_else(|| Err("brand_metrics row is missing".into()))?;
+            let brand_sentiment = brand_sentiment.remove(&fact_id).transpose()?;
+            if let Some(problem) = orphan_sentiments.remove(&fact_id) {
+                return Err(problem);
+            }
+            let competitors = competitors
+                .remove(&fact_id)
+                .unwrap_or_default()
+                .into_values()
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(TargetRows {
+                fact,
+                brand_metrics,
+                brand_sentiment,
+                competitors,
+            })
+        })();
+        let (rows, problem) = match built {
+            Ok(rows) => (Some(rows), None),
+            Err(problem) => (None, Some(problem)),
+        };
+        out.insert(
+            key,
+            ReadBack {
+                fact_id,
+                rows,
+                problem,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The ledger rows of `keys`.
+pub async fn ledger(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, LedgerRow>> {
+    let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT collector_result_id, journal_id, content_hash FROM backfill.ledger WHERE collector_result_id = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading backfill.ledger"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, journal_id, hash)| {
+            let content_hash = <[u8; 32]>::try_from(hash).ok().map(Digest);
+            (
+                key,
+                LedgerRow {
+                    journal_id,
+                    content_hash,
+                },
+            )
+        })
+        .collect())
+}
+
+/// One finding of `journal verify`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// The journal says applied; the fact is gone.
+    Missing {
+        /// The key.
+        collector_result_id: i64,
+    },
+    /// The target's rows no longer hash as written.
+    Changed {
+        /// The key.
+        collector_result_id: i64,
+        /// `table.column`s that differ (or the table whose row is missing).
+        differs: Vec<String>,
+        /// The hash of the rows as they are now.
+        actual_hash: Option<Digest>,
+        /// The journal's hash.
+        journal_hash: Digest,
+    },
+    /// The ledger disagrees with the journal (missing row, other journal,
+    /// other hash).
+    LedgerMismatch {
+        /// The key.
+        collector_result_id: i64,
+        /// What the ledger holds.
+        ledger_journal_id: Option<Uuid>,
+        /// Its hash.
+        ledger_hash: Option<Digest>,
+        /// The journal's hash.
+        journal_hash: Digest,
+    },
+    /// A ledger row naming this journal for a key the journal does not hold
+    /// as applied.
+    UnknownLedgerRow {
+        /// The key.
+        collector_result_id: i64,
+        /// The journal's state for it, if any.
+        journal_state: Option<String>,
+    },
+}
+
+impl Finding {
+    /// The key.
+    pub fn key(&self) -> i64 {
+        match self {
+            Finding::Missing {
+                collector_result_id,
+            }
+            | Finding::Changed {
+                collector_result_id,
+                ..
+            }
+            | Finding::LedgerMismatch {
+                collector_result_id,
+                ..
+            }
+            | Finding::UnknownLedgerRow {
+                collector_result_id,
+                ..
+            } => *collector_result_id,
+        }
+    }
+}
+
+/// The result of `journal verify`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Applied keys checked.
+    pub keys_checked: u64,
+    /// Keys that matched in all three records.
+    pub keys_matching: u64,
+    /// Every difference, in key order.
+    pub findings: Vec<Finding>,
+    /// The journal's own chain: `None` if intact, else the problem.
+    pub chain_problem: Option<String>,
+    /// Log entries checked.
+    pub chain_entries: u64,
+}
+
+impl VerifyReport {
+    /// True when journal, ledger and target agree and the chain is intact.
+    pub fn is_ok(&self) -> bool {
+        self.findings.is_empty() && self.chain_problem.is_none()
+    }
+}
+
+/// Compares one key's three records. Pure.
+pub fn check_key(
+    key: i64,
+    journal_rows: &TargetRows,
+    journal_hash: Digest,
+    target: Option<&ReadBack>,
+    ledger: Option<&LedgerRow>,
+    journal_id: Uuid,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match target {
+        None => findings.push(Finding::Missing {
+            collector_result_id: key,
+        }),
+        Some(read) => {
+            let actual_hash = read
+                .rows
+                .as_ref()
+                .and_then(|rows| current_content_hash(&Outcome::Migrate(rows.clone())).ok());
+            if actual_hash != Some(journal_hash) {
+                let differs = match (&read.rows, &read.problem) {
+                    (Some(rows), _) => journal_rows
+                        .diff(rows)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                    (None, Some(problem)) => vec![problem.clone()],
+                    (None, None) => Vec::new(),
+                };
+                findings.push(Finding::Changed {
+                    collector_result_id: key,
+                    differs,
+                    actual_hash,
+                    journal_hash,
+                });
+            }
+        }
+    }
+    let matches =
+        ledger.is_some_and(|l| l.journal_id == journal_id && l.content_hash == Some(journal_hash));
+    if !matches {
+        findings.push(Finding::LedgerMismatch {
+            collector_result_id: key,
+            ledger_journal_id: ledger.map(|l| l.journal_id),
+            ledger_hash: ledger.and_then(|l| l.content_hash),
+            journal_hash,
+        });
+    }
+    findings
+}
+
+/// Verifies every applied key, in batches of `batch_size`, plus the ledger
+/// rows naming this journal and the journal's hash chain.
+pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    match journal.verify_chain() {
+        Ok(chain) => report.chain_entries = chain.entries,
+        Err(err) => report.chain_problem = Some(err.to_string()),
+    }
+    let mut from = None;
+    loop {
+        let keys: Vec<i64> = journal
+            .keys_in_state(State::Applied, from)
+            .take(batch_size.max(1))
+            .collect::<std::result::Result<_, _>>()?;
+        let Some(&last) = keys.last() else { break };
+        let target = read_back(pool, &keys).await?;
+        let ledger_rows = ledger(pool, &keys).await?;
+        for key in &keys {
+            report.keys_checked += 1;
+            let Some(event) = journal.event(*key)? else {
+                continue;
+            };
+            let Some(rows) = event.target_rows() else {
+                continue;
+            };
+            let findings = check_key(
+                *key,
+                rows,
+                event.content_hash,
+                target.get(key),
+                ledger_rows.get(key),
+                journal.id(),
+            );
+            if findings.is_empty() {
+                report.keys_matching += 1;
+            }
+            report.findings.extend(findings);
+        }
+        match last.checked_add(1) {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    let ours: Vec<i64> = sqlx::query_scalar(
+        "SELECT collector_result_id FROM backfill.ledger WHERE journal_id = $1 ORDER BY 1",
+    )
+    .bind(journal.id())
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading backfill.ledger"))?;
+    for key in ours {
+        let state = journal.status(key)?.map(|s| s.state);
+        if state != Some(State::Applied) {
+            report.findings.push(Finding::UnknownLedgerRow {
+                collector_result_id: key,
+                journal_state: state.map(|s| s.to_string()),
+            });
+        }
+    }
+    report.findings.sort_by_key(Finding::key);
+    Ok(report)
+}
+
+/// The result of `rollback`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RollbackReport {
+    /// Keys removed (or, without `--yes`, that would be).
+    pub removed: Vec<i64>,
+    /// Keys refused because the target changed since (unless `force`).
+    pub refused: Vec<(i64, Vec<String>)>,
+    /// Keys whose fact was already gone (ledger row removed, marked rolled back).
+    pub already_gone: Vec<i64>,
+    /// Whether anything was changed.
+    pub executed: bool,
+}
+
+/// Removes exactly the facts (and children, by cascade) this journal wrote
+/// and that still hash as written; with `force`, also those changed since.
+/// Only keys applied by `run` if given. Without `execute`, changes nothing.
+pub async fn rollback(
+    journal: &Journal,
+    pool: &PgPool,
+    only_run: Option<Uuid>,
+    force: bool,
+    execute: bool,
+    batch_size: usize,
+    rollback_run: Uuid,
+) -> Result<RollbackReport> {
+    let mut report = RollbackReport {
+        executed: execute,
+        ..RollbackReport::default()
+    };
+    let mut applied: Vec<i64> = Vec::new();
+    for key in journal.keys_in_state(State::Applied, None) {
+        let key = key?;
+        if let Some(run) = only_run {
+            let last_applied =
+                journal
+                    .history(key)?
+                    .into_iter()
+                    .rev()
+                    .find_map(|l| match l.record {
+                        Record::Applied { run, .. } => Some(run),
+                        _ => None,
+                    });
+            if last_applied != Some(run) {
+                continue;
+            }
+        }
+        applied.push(key);
+    }
+    for keys in applied.chunks(batch_size.max(1)) {
+        let target = read_back(pool, keys).await?;
+        let ledger_rows = ledger(pool, keys).await?;
+        let mut delete: Vec<i64> = Vec::new();
+        let mut gone: Vec<i64> = Vec::new();
+        for key in keys {
+            let Some(event) = journal.event(*key)? else {
+                continue;
+            };
+            let Some(rows) = event.target_rows() else {
+                continue;
+            };
+            let ours = ledger_rows
+                .get(key)
+                .is_some_and(|l| l.journal_id == journal.id());
+            match target.get(key) {
+                None => gone.push(*key),
+                Some(read) => {
+                    let findings = check_key(
+                        *key,
+                        rows,
+                        event.content_hash,
+                        Some(read),
+                        ledger_rows.get(key),
+                        journal.id(),
+                    );
+                    let changed: Vec<String> = findings
+                        .iter()
+                        .filter_map(|f| match f {
+                            Finding::Changed { differs, .. } => Some(differs.clone()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    if !ours {
+                        // Not (or no longer) ours in the ledger: never touched.
+                        report
+                            .refused
+                            .push((*key, vec!["backfill.ledger: not this journal's row".into()]));
+                    } else if changed.is_empty() || force {
+                        delete.push(*key);
+                    } else {
+                        report.refused.push((*key, changed));
+                    }
+                }
+            }
+        }
+        report.removed.extend(&delete);
+        report.already_gone.extend(&gone);
+        if !execute {
+            continue;
+        }
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(db("starting the rollback transaction"))?;
+        let both: Vec<i64> = delete.iter().chain(&gone).copied().collect();
+        sqlx::query(
+            "DELETE FROM metric_facts f USING backfill.ledger l
+              WHERE f.collector_result_id = ANY($1) AND l.collector_result_id = f.collector_result_id
+                AND l.journal_id = $2",
+        )
+        .bind(&delete)
+        .bind(journal.id())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("deleting this journal's facts"))?;
+        sqlx::query(
+            "DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1) AND journal_id = $2",
+        )
+        .bind(&both)
+        .bind(journal.id())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("deleting this journal's ledger rows"))?;
+        tx.commit().await.map_err(db("committing the rollback"))?;
+        let mut records = Batch::for_run(rollback_run);
+        for key in both {
+            records.record(key, Record::RolledBack { run: rollback_run });
+        }
+        journal.commit(records)?;
+    }
+    Ok(report)
+}
