@@ -86,7 +86,7 @@ async fn verify_reports_a_flipped_journal_byte() {
         journal.commit(batch).unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::support::raw_sled(dir.path());
         let (k, v) = db.scan_prefix(b"L").next().unwrap().unwrap();
         let mut v = v.to_vec();
         let at = v.len() - 10;

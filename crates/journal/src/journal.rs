@@ -388,28 +388,7 @@ impl Journal {
     /// backfill wrote it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        // No background flusher: every commit flushes itself, and a flusher thread
-        // would keep the directory locked for a while after the journal is dropped.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(&path)
-                .flush_every_ms(None)
-                // sled's default cache is 1 GiB; the journal is written
-                // sequentially and read by page, so a small cache keeps the
-                // process's memory flat whatever the size of the backfill.
-                .cache_capacity(CACHE_BYTES)
-                .open()
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(err)) => return Err(map_open_error(&path, err)),
-            Err(_) => {
-                return Err(Error::Damaged {
-                    path,
-                    problem: "sled could not recover its files".into(),
-                })
-            }
-        };
+        let db = open_sled(&path)?;
         let damaged = |problem: String| Error::Damaged {
             path: path.clone(),
             problem,
@@ -987,6 +966,46 @@ impl Journal {
         Ok(IndexReport { keys: stored })
     }
 }
+
+/// Opens sled with the journal's settings. A directory lock that is busy is
+/// retried for half a second: sled finishes background writes of a database
+/// dropped a moment ago (in this process) before it lets go of the lock. A
+/// lock held by another process stays held, and then this fails.
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let mut waited = 0;
+    loop {
+        // No background flusher: every commit flushes itself.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(path)
+                .flush_every_ms(None)
+                // sled's default cache is 1 GiB; the journal is written
+                // sequentially and read by page, so a small cache keeps the
+                // process's memory low.
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        });
+        match opened {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(err)) => match map_open_error(path, err) {
+                Error::Locked { .. } if waited < LOCK_WAIT_MS => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += 20;
+                }
+                other => return Err(other),
+            },
+            Err(_) => {
+                return Err(Error::Damaged {
+                    path: path.to_path_buf(),
+                    problem: "sled could not recover its files".into(),
+                })
+            }
+        }
+    }
+}
+
+/// How long a busy directory lock is retried.
+const LOCK_WAIT_MS: u64 = 500;
 
 fn map_open_error(path: &Path, err: sled::Error) -> Error {
     match err {

@@ -110,8 +110,20 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
     ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c == "57P01"))
 }
 
+/// Maps a driver error: a lost connection is resumable (exit 3), anything
+/// else is a database error naming what was being done.
 pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |source| Error::Database { context, source }
+    move |source| {
+        if is_connection_error(&source) {
+            Error::ConnectionLost {
+                context,
+                attempts: 1,
+                source,
+            }
+        } else {
+            Error::Database { context, source }
+        }
+    }
 }
 
 /// The URL with any password replaced by `***`, for messages and fingerprints.

@@ -21,7 +21,7 @@ fn a_newer_format_is_refused_with_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     drop(Journal::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::support::raw_sled(dir.path());
         db.insert(b"Mformat", &(FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
         db.flush().unwrap();
@@ -38,7 +38,7 @@ fn a_newer_format_is_refused_with_both_versions() {
 fn a_sled_database_that_is_not_a_journal_is_damaged() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::support::raw_sled(dir.path());
         db.insert(b"something", b"else").unwrap();
         db.flush().unwrap();
     }

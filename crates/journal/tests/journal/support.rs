@@ -22,3 +22,16 @@ pub fn realistic_event(key: i64) -> MigrationEvent {
     let group = realistic_group(key);
     plan(key, &group.rows, &group.directories).expect("plan")
 }
+
+/// The journal's sled database opened directly (to tamper with it), without
+/// sled's background flusher, so that dropping it releases the directory lock
+/// at once.
+pub fn raw_sled(path: &std::path::Path) -> sled::Db {
+    for _ in 0..50 {
+        if let Ok(db) = sled::Config::new().path(path).flush_every_ms(None).open() {
+            return db;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("cannot open {} with sled", path.display())
+}

@@ -15,7 +15,7 @@ fn journal_with_entries(dir: &std::path::Path, n: i64) {
 }
 
 fn edit(dir: &std::path::Path, f: impl FnOnce(&sled::Db)) {
-    let db = sled::open(dir).unwrap();
+    let db = crate::support::raw_sled(dir);
     f(&db);
     db.flush().unwrap();
 }
