@@ -130,7 +130,8 @@ impl Numeric52 {
 
     /// From hundredths; `None` outside −99999 ..= 99999.
     pub fn from_hundredths(hundredths: i32) -> Option<Self> {
-        (hundredths.abs() <= Self::MAX_HUNDREDTHS).then_some(Self(hundredths))
+        (hundredths.unsigned_abs() <= Self::MAX_HUNDREDTHS.unsigned_abs())
+            .then_some(Self(hundredths))
     }
 
     /// The value in hundredths (12.30 is 1230).
@@ -241,6 +242,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn regression_fuzz_decode_of_i32_min_hundredths_does_not_panic() {
+        // Found by the decode_event fuzz target: abs() of i32::MIN overflowed.
+        assert!(Numeric52::from_hundredths(i32::MIN).is_none());
+        assert!(Numeric52::from_hundredths(i32::MAX).is_none());
+        let bytes = crate::encode(&Some(i32::MIN)).unwrap();
+        assert!(crate::decode::<Option<Numeric52>>(&bytes).is_err());
     }
 
     #[test]

@@ -108,3 +108,23 @@ fn raw_decode_of_garbage_is_an_error() {
         assert!(decode::<MigrationEvent>(bytes).is_err());
     }
 }
+
+proptest::proptest! {
+    /// The decode_event fuzz target's property, run on every test (CI does
+    /// not fuzz): arbitrary bytes and mutated real events never panic.
+    #[test]
+    fn decoding_arbitrary_or_mutated_bytes_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+    ) {
+        let _ = decode_event(&bytes);
+        let mut real = encode(&fixture()).unwrap();
+        for (at, value) in flips {
+            let i = at % real.len();
+            real[i] = value;
+        }
+        if let Ok(event) = decode_event(&real) {
+            proptest::prop_assert_eq!(decode_event(&encode(&event).unwrap()).unwrap(), event);
+        }
+    }
+}
