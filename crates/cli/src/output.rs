@@ -124,6 +124,33 @@ impl Progress for Lines {
     }
 }
 
+/// The run counts recorded at the end of a command that reads the source:
+/// the journal's counts plus `source_exhausted` (1 when the pass read the
+/// source to its end), which tells `replay` whether reading must resume.
+pub fn pass_counts(journal: &Journal, summary: &Summary) -> Vec<(String, u64)> {
+    let mut counts = journal_counts(journal);
+    counts.push((SOURCE_EXHAUSTED.to_owned(), u64::from(!summary.interrupted)));
+    counts
+}
+
+/// The run count that marks a completed pass over the source.
+pub const SOURCE_EXHAUSTED: &str = "source_exhausted";
+
+/// True if the latest `plan`/`run`/`demo` did not read the source to its end
+/// (killed, interrupted, failed): `replay` then resumes reading too.
+pub fn pass_unfinished(journal: &Journal) -> anyhow::Result<bool> {
+    let runs = journal.runs()?;
+    let last_pass = runs
+        .iter()
+        .rev()
+        .find(|r| matches!(r.command.as_str(), "plan" | "run" | "demo"));
+    Ok(last_pass.is_some_and(|r| {
+        !r.counts
+            .iter()
+            .any(|(k, v)| k == SOURCE_EXHAUSTED && *v == 1)
+    }))
+}
+
 /// Journal counts as `state` or `state:reason` → n.
 pub fn journal_counts(journal: &Journal) -> Vec<(String, u64)> {
     journal

@@ -69,7 +69,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         backfill_postgres::OnConflict::Skip,
     );
     let summary = engine.run(&mut sink, run).await?;
-    journal.end_run(run, output::journal_counts(&journal))?;
+    journal.end_run(run, output::pass_counts(&journal, &summary))?;
     schema::refresh_view(&pool).await?;
     output::summary(
         "demo",

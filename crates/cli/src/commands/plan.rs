@@ -21,7 +21,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
         context::run_options(&args.common, &[("rescan", args.rescan.to_string())]),
     )?;
     let summary = engine.plan(run).await?;
-    journal.end_run(run, output::journal_counts(&journal))?;
+    journal.end_run(run, output::pass_counts(&journal, &summary))?;
     output::summary(
         "plan",
         &summary,

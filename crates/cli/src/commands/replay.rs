@@ -12,11 +12,30 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     let table = SourceTable::parse(&args.common.source_table);
     context::require_schema(&source, Some(&target), &table).await?;
     let journal = context::open_journal(&cli.journal)?;
+    // A pass over the source that did not finish (kill -9, crash, signal) is
+    // resumed too: replay after any interruption gives the rows of an
+    // uninterrupted run.
+    let resume_source = output::pass_unfinished(&journal)?;
+    if resume_source {
+        context::bind_source(&journal, cli, &table)?;
+    }
     let engine = context::engine(source, journal.clone(), &args.common, false)
         .with_progress(output::progress(cli.quiet || cli.json));
     context::on_signals(&engine, cli.quiet);
-    let options = context::run_options(&args.common, &[("dry-run", args.dry_run.to_string())]);
-    let run = journal.start_run("replay", options)?;
+    let options = context::run_options(
+        &args.common,
+        &[
+            ("dry-run", args.dry_run.to_string()),
+            ("resume-source", resume_source.to_string()),
+        ],
+    );
+    // Resuming the source makes this a pass over it: recorded as `run`.
+    let command = if resume_source && !args.dry_run {
+        "run"
+    } else {
+        "replay"
+    };
+    let run = journal.start_run(command, options)?;
     let retry_failed = !args.no_retry_failed;
     let summary = if args.dry_run {
         engine.replay(&mut NullSink, run, retry_failed).await?
@@ -30,7 +49,14 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         );
         engine.replay(&mut sink, run, retry_failed).await?
     };
-    journal.end_run(run, output::journal_counts(&journal))?;
+    if command == "run" {
+        journal.end_run(run, output::pass_counts(&journal, &summary))?;
+        if !summary.interrupted {
+            schema::refresh_view(&target).await?;
+        }
+    } else {
+        journal.end_run(run, output::journal_counts(&journal))?;
+    }
     output::summary(
         "replay",
         &summary,

@@ -36,7 +36,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         );
         engine.run(&mut sink, run).await?
     };
-    journal.end_run(run, output::journal_counts(&journal))?;
+    journal.end_run(run, output::pass_counts(&journal, &summary))?;
     if !args.dry_run && !args.no_refresh && !summary.interrupted {
         schema::refresh_view(&target).await?;
     }
