@@ -158,6 +158,23 @@ struct Planned {
     summary: Summary,
 }
 
+/// Records a (re)planned event: counted, queued for the sink if it migrates,
+/// appended to the journal batch.
+fn record_plan(
+    event: MigrationEvent,
+    records: &mut Batch,
+    to_apply: &mut Vec<MigrationEvent>,
+    summary: &mut Summary,
+) {
+    summary.keys_planned += 1;
+    match &event.outcome {
+        backfill_core::Outcome::Migrate(_) => to_apply.push(event.clone()),
+        backfill_core::Outcome::Skip(r) => summary.count(format!("skipped:{}", r.code())),
+        backfill_core::Outcome::Reject(r) => summary.count(format!("rejected:{}", r.code())),
+    }
+    records.plan(event);
+}
+
 fn plan_batch(
     journal: &Journal,
     dirs: &Directories,
@@ -186,17 +203,7 @@ fn plan_batch(
         let status = journal.status(key)?;
         match decide(status.as_ref(), &event) {
             Decision::Plan => {
-                summary.keys_planned += 1;
-                match &event.outcome {
-                    backfill_core::Outcome::Migrate(_) => events.push(event.clone()),
-                    backfill_core::Outcome::Skip(r) => {
-                        summary.count(format!("skipped:{}", r.code()))
-                    }
-                    backfill_core::Outcome::Reject(r) => {
-                        summary.count(format!("rejected:{}", r.code()))
-                    }
-                }
-                records.plan(event);
+                record_plan(event, &mut records, &mut events, &mut summary);
             }
             Decision::Unchanged => {
                 summary.keys_unchanged += 1;
@@ -510,17 +517,7 @@ impl Engine {
             let mut events = Vec::new();
             for (key, rows) in &batch.groups {
                 let event = plan(*key, rows, &dirs)?;
-                summary.keys_planned += 1;
-                match &event.outcome {
-                    backfill_core::Outcome::Migrate(_) => events.push(event.clone()),
-                    backfill_core::Outcome::Skip(r) => {
-                        summary.count(format!("skipped:{}", r.code()))
-                    }
-                    backfill_core::Outcome::Reject(r) => {
-                        summary.count(format!("rejected:{}", r.code()))
-                    }
-                }
-                records.plan(event);
+                record_plan(event, &mut records, &mut events, &mut summary);
             }
             if sink.writes() {
                 let journal = self.journal.clone();
