@@ -37,6 +37,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, config()).map_err(|source| Error::Encode { source })
 }
 
+/// Appends the canonical encoding of a value to `out` (the same bytes as
+/// [`encode`], in one pass and without an allocation of its own).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|source| Error::Encode { source })
+}
+
 /// Decodes a canonically encoded value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, used) =

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use backfill_core::{decode, encode, Digest, MigrationEvent, Timestamp, MAPPING_VERSION};
+use backfill_core::{decode, encode, encode_into, Digest, MigrationEvent, Timestamp, MAPPING_VERSION};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -292,30 +292,64 @@ fn bitmap_key(state: State, page: i64) -> Vec<u8> {
 /// A log segment: the entries of one commit, each addressable without
 /// decoding the others. Layout: count (u32 LE), then count+1 offsets (u32 LE)
 /// into the payload, then the payload: per entry its 32-byte hash followed by
-/// its canonical bytes.
-fn encode_segment(entries: &[(Digest, Vec<u8>)]) -> Result<Vec<u8>> {
-    let too_big = || Error::Damaged {
+/// its canonical bytes. Built in place: entries are encoded straight into the
+/// segment and hashed there.
+struct SegmentBuilder {
+    bytes: Vec<u8>,
+    count: usize,
+    capacity: usize,
+}
+
+fn too_big() -> Error {
+    Error::Damaged {
         path: PathBuf::new(),
         problem: "a commit larger than 4 GiB".into(),
-    };
-    let payload: usize = entries.iter().map(|(_, b)| 32 + b.len()).sum();
-    let mut out = Vec::with_capacity(4 + 4 * (entries.len() + 1) + payload);
-    out.extend_from_slice(
-        &u32::try_from(entries.len())
-            .map_err(|_| too_big())?
-            .to_le_bytes(),
-    );
-    let mut offset = 0usize;
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for (_, bytes) in entries {
-        offset += 32 + bytes.len();
-        out.extend_from_slice(&u32::try_from(offset).map_err(|_| too_big())?.to_le_bytes());
     }
-    for (hash, bytes) in entries {
-        out.extend_from_slice(hash.as_bytes());
-        out.extend_from_slice(bytes);
+}
+
+impl SegmentBuilder {
+    fn new(capacity: usize) -> Self {
+        let header = 4 + 4 * (capacity + 1);
+        let mut bytes = Vec::with_capacity(header + capacity * 1024);
+        bytes.resize(header, 0);
+        Self { bytes, count: 0, capacity }
     }
-    Ok(out)
+
+    fn header_len(&self) -> usize {
+        4 + 4 * (self.capacity + 1)
+    }
+
+    /// Appends an entry; returns its hash.
+    fn push(&mut self, entry: &Entry) -> Result<Digest> {
+        debug_assert!(self.count < self.capacity);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0u8; 32]);
+        encode_into(entry, &mut self.bytes).map_err(|source| Error::Decode {
+            what: "log entry".into(),
+            source,
+        })?;
+        let hash = entry_hash(&self.bytes[start + 32..]);
+        self.bytes[start..start + 32].copy_from_slice(hash.as_bytes());
+        self.count += 1;
+        let end = u32::try_from(self.bytes.len() - self.header_len()).map_err(|_| too_big())?;
+        let at = 4 + 4 * self.count;
+        self.bytes[at..at + 4].copy_from_slice(&end.to_le_bytes());
+        Ok(hash)
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>> {
+        // The header was sized for `capacity` entries: every item of a batch
+        // is one entry, so a finished segment is always full.
+        if self.count != self.capacity {
+            return Err(Error::Damaged {
+                path: PathBuf::new(),
+                problem: format!("segment holds {} of {} entries", self.count, self.capacity),
+            });
+        }
+        let count = u32::try_from(self.count).map_err(|_| too_big())?;
+        self.bytes[0..4].copy_from_slice(&count.to_le_bytes());
+        Ok(self.bytes)
+    }
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
@@ -554,7 +588,7 @@ impl Journal {
         let mut pages: HashMap<i64, Page> = HashMap::new();
         let mut counts = inner.counts.clone();
         let mut runs: Vec<Run> = Vec::new();
-        let mut entries: Vec<(Digest, Vec<u8>)> = Vec::with_capacity(batch.items.len());
+        let mut segment = SegmentBuilder::new(batch.items.len());
 
         for item in batch.items {
             let body = match item {
@@ -592,13 +626,11 @@ impl Journal {
                 run: batch.run,
                 body,
             };
-            let bytes = encode_as("log entry", &entry)?;
-            head = entry_hash(&bytes);
-            entries.push((head, bytes));
+            head = segment.push(&entry)?;
             seq += 1;
         }
-        if !entries.is_empty() {
-            writes.insert(log_key(first_seq), encode_segment(&entries)?);
+        if segment.count > 0 {
+            writes.insert(log_key(first_seq), segment.finish()?);
         }
         for (page_id, page) in &pages {
             writes.insert(page_key(*page_id), encode_as("status page", page)?);
