@@ -40,8 +40,8 @@ pub use event::{
     Unresolved,
 };
 pub use hash::{
-    content_hash, current_content_hash, decode, decode_event, encode, encode_into, source_hash, Digest,
-    SourceInputs, CONTENT_DOMAIN, DECODE_LIMIT, SOURCE_DOMAIN,
+    content_hash, current_content_hash, decode, decode_event, encode, encode_into, source_hash,
+    Digest, SourceInputs, CONTENT_DOMAIN, DECODE_LIMIT, SOURCE_DOMAIN,
 };
 pub use plan::plan;
 pub use source::{normalize_name, Directories, Json, Resolution, SourceRow, Timestamp};

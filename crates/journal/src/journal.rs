@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use backfill_core::{decode, encode, encode_into, Digest, MigrationEvent, Timestamp, MAPPING_VERSION};
+use backfill_core::{
+    decode, encode, encode_into, Digest, MigrationEvent, Timestamp, MAPPING_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -312,7 +314,11 @@ impl SegmentBuilder {
         let header = 4 + 4 * (capacity + 1);
         let mut bytes = Vec::with_capacity(header + capacity * 1024);
         bytes.resize(header, 0);
-        Self { bytes, count: 0, capacity }
+        Self {
+            bytes,
+            count: 0,
+            capacity,
+        }
     }
 
     fn header_len(&self) -> usize {
