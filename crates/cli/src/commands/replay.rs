@@ -47,7 +47,25 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
             journal.id(),
             context::on_conflict(args.common.on_conflict),
         );
-        engine.replay(&mut sink, run, retry_failed).await?
+        let mut summary = if resume_source {
+            // Finish the pass (from the cursor), then the pending keys.
+            let mut summary = engine.run(&mut sink, run).await?;
+            if !summary.interrupted && retry_failed {
+                summary.merge(engine.replay(&mut sink, run, true).await?);
+            }
+            summary
+        } else {
+            engine.replay(&mut sink, run, retry_failed).await?
+        };
+        if args.reapply_drifted && !summary.interrupted {
+            let mut replace = PostgresSink::new(
+                target.clone(),
+                journal.id(),
+                backfill_postgres::OnConflict::Replace,
+            );
+            summary.merge(engine.reapply_drifted(&mut replace, run).await?);
+        }
+        summary
     };
     if command == "run" {
         journal.end_run(run, output::pass_counts(&journal, &summary))?;

@@ -454,3 +454,67 @@ async fn inspect_json_follows_the_documented_schema_and_verify_and_rollback_work
         .unwrap();
     assert_eq!(left, vec![13]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_a_kill_mid_read_resumes_the_unfinished_pass() {
+    let reference = seeded(1500).await;
+    let ref_dir = tempfile::tempdir().unwrap();
+    backfill(&reference, ref_dir.path())
+        .args(["run", "--batch-size", "40"])
+        .assert()
+        .code(1);
+    let expected = dump_target(&reference.pool).await;
+
+    let db = seeded(1500).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Throttled reading: the kill lands while the source is only partly read.
+    let mut child = spawn_run(&db, dir.path(), &["--max-rows-per-sec", "2000"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    {
+        let journal = backfill_journal::Journal::open(dir.path()).unwrap();
+        let cursor = journal.cursor().expect("something was planned");
+        assert!(
+            cursor < 1500,
+            "the pass must be unfinished (cursor {cursor})"
+        );
+    }
+    backfill(&db, dir.path())
+        .args(["replay", "--batch-size", "40"])
+        .assert()
+        .code(1);
+    assert_eq!(dump_target(&db.pool).await, expected);
+}
+
+#[tokio::test]
+async fn drift_is_planned_and_reapplied_from_the_command_line() {
+    let db = seeded(80).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("run").assert().code(1);
+    sqlx::raw_sql("UPDATE extracted_positions SET topic = 'changed upstream' WHERE collector_result_id = 40 AND competitor_name IS NULL")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = backfill(&db, dir.path())
+        .args(["--json", "plan", "--rescan"])
+        .assert()
+        .code(1);
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["summary"]["keys_drifted"], 1);
+    assert_eq!(json["journal"]["states"]["drifted"], 1);
+    backfill(&db, dir.path())
+        .args(["replay", "--reapply-drifted"])
+        .assert()
+        .code(1);
+    let topic: Option<String> =
+        sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 40")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(topic.as_deref(), Some("changed upstream"));
+    backfill(&db, dir.path())
+        .args(["journal", "verify"])
+        .assert()
+        .success();
+}
