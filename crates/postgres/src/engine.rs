@@ -2,7 +2,7 @@
 //!
 //! Why three stages with bounded channels: reading (Postgres I/O), planning
 //! plus journaling (CPU and fsync) and applying (Postgres I/O) overlap on two
-//! cores, while at most two batches wait between stages, so memory does not
+//! cores, while at most one batch waits between stages, so memory does not
 //! grow with the data. The journal is written before the target for every
 //! batch: a crash at any point leaves keys pending (re-applied by `replay`) or
 //! applied with a ledger row (reconciled as already applied), never lost and
