@@ -179,3 +179,20 @@ pub fn validate(common: &Common) -> Result<()> {
     }
     Ok(())
 }
+
+/// What writing to the target needs: the ledger, the applier lock (held while
+/// the returned guard lives) and the sink.
+pub async fn target_sink(
+    target: &PgPool,
+    journal: &Journal,
+    common: &Common,
+) -> Result<(TargetLock, backfill_postgres::PostgresSink)> {
+    schema::ensure_ledger(target).await?;
+    let lock = lock_target(target).await?;
+    let sink = backfill_postgres::PostgresSink::new(
+        target.clone(),
+        journal.id(),
+        on_conflict(common.on_conflict),
+    );
+    Ok((lock, sink))
+}

@@ -358,6 +358,15 @@ impl SegmentBuilder {
     }
 }
 
+/// The first log position of a stored segment, from its key (`L` + u64 BE);
+/// `u64::MAX` for a malformed key, which no position matches.
+fn segment_first_seq(key: &[u8]) -> u64 {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(u64::MAX)
+}
+
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let array: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
     usize::try_from(u32::from_le_bytes(array)).ok()
@@ -735,11 +744,7 @@ impl Journal {
             return Ok(None);
         };
         let (k, segment) = item?;
-        let first = k
-            .get(1..9)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(u64::MAX);
+        let first = segment_first_seq(&k);
         let Some(index) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
             return Ok(None);
         };
@@ -887,11 +892,7 @@ impl Journal {
         let mut position = 0u64;
         for item in self.db.scan_prefix(b"L") {
             let (k, segment) = item?;
-            let first = k
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+            let first = segment_first_seq(&k);
             if first != position {
                 return Err(Error::ChainBroken {
                     position,

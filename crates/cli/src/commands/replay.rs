@@ -40,13 +40,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     let summary = if args.dry_run {
         engine.replay(&mut NullSink, run, retry_failed).await?
     } else {
-        schema::ensure_ledger(&target).await?;
-        let _lock = context::lock_target(&target).await?;
-        let mut sink = PostgresSink::new(
-            target.clone(),
-            journal.id(),
-            context::on_conflict(args.common.on_conflict),
-        );
+        let (_lock, mut sink) = context::target_sink(&target, &journal, &args.common).await?;
         let mut summary = if resume_source {
             // Finish the pass (from the cursor), then the pending keys.
             let mut summary = engine.run(&mut sink, run).await?;

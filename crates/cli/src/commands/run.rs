@@ -1,7 +1,7 @@
 //! `run [--dry-run]`: plan and replay pipelined, then refresh the view.
 
 use anyhow::Result;
-use backfill_postgres::{schema, NullSink, PostgresSink, SourceTable};
+use backfill_postgres::{schema, NullSink, SourceTable};
 
 use crate::args::{Cli, RunArgs};
 use crate::{context, output, Exit};
@@ -27,13 +27,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     let summary = if args.dry_run {
         engine.run(&mut NullSink, run).await?
     } else {
-        schema::ensure_ledger(&target).await?;
-        let _lock = context::lock_target(&target).await?;
-        let mut sink = PostgresSink::new(
-            target.clone(),
-            journal.id(),
-            context::on_conflict(args.common.on_conflict),
-        );
+        let (_lock, mut sink) = context::target_sink(&target, &journal, &args.common).await?;
         engine.run(&mut sink, run).await?
     };
     journal.end_run(run, output::pass_counts(&journal, &summary))?;

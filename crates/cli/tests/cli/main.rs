@@ -218,6 +218,17 @@ async fn a_journal_in_use_is_exit_2_naming_its_path() {
         .stderr(predicate::str::contains("in use"));
 }
 
+/// The target rows of an uninterrupted `run` on freshly seeded data.
+async fn uninterrupted_dump(results: i64) -> Vec<String> {
+    let reference = seeded(results).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&reference, dir.path())
+        .args(["run", "--batch-size", "40"])
+        .assert()
+        .code(1);
+    dump_target(&reference.pool).await
+}
+
 fn spawn_run(db: &TestDb, journal: &std::path::Path, extra: &[&str]) -> std::process::Child {
     StdCommand::new(assert_cmd::cargo::cargo_bin("backfill"))
         .env("DATABASE_URL", &db.url)
@@ -234,13 +245,7 @@ fn spawn_run(db: &TestDb, journal: &std::path::Path, extra: &[&str]) -> std::pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_replay_gives_the_rows_of_an_uninterrupted_run() {
-    let reference = seeded(2500).await;
-    let ref_dir = tempfile::tempdir().unwrap();
-    backfill(&reference, ref_dir.path())
-        .args(["run", "--batch-size", "40"])
-        .assert()
-        .code(1);
-    let expected = dump_target(&reference.pool).await;
+    let expected = uninterrupted_dump(2500).await;
 
     let db = seeded(2500).await;
     let dir = tempfile::tempdir().unwrap();
@@ -457,13 +462,7 @@ async fn inspect_json_follows_the_documented_schema_and_verify_and_rollback_work
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_after_a_kill_mid_read_resumes_the_unfinished_pass() {
-    let reference = seeded(1500).await;
-    let ref_dir = tempfile::tempdir().unwrap();
-    backfill(&reference, ref_dir.path())
-        .args(["run", "--batch-size", "40"])
-        .assert()
-        .code(1);
-    let expected = dump_target(&reference.pool).await;
+    let expected = uninterrupted_dump(1500).await;
 
     let db = seeded(1500).await;
     let dir = tempfile::tempdir().unwrap();
