@@ -2,6 +2,10 @@
 //! (`testing::realistic_group`: 12 rows, one unresolved competitor, five
 //! duplicates). Reported in source rows per second.
 
+// Measured with the allocator the `backfill` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use backfill_core::testing::realistic_group;
 use backfill_core::{encode, plan};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

@@ -99,7 +99,12 @@ pub async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
 /// sled's background flusher, so that dropping it releases the lock at once.
 pub fn raw_sled(path: &std::path::Path) -> sled::Db {
     for _ in 0..50 {
-        if let Ok(db) = sled::Config::new().path(path).flush_every_ms(None).open() {
+        if let Ok(db) = sled::Config::new()
+            .path(path)
+            .segment_size(backfill_journal::SEGMENT_SIZE)
+            .flush_every_ms(None)
+            .open()
+        {
             return db;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -4,28 +4,33 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use backfill_core::{
-    decode, encode, encode_into, Digest, MigrationEvent, Timestamp, MAPPING_VERSION,
-};
+use backfill_core::{decode, encode, Digest, MigrationEvent, Timestamp, MAPPING_VERSION};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::frame::{self, Frame};
 use crate::record::{fold, KeyStatus, Logged, Record, State};
 use crate::{Error, Result};
 
-/// The journal format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The journal format this build writes and the only one it reads. Format 1
+/// stored a commit as one value with a serial per-entry chain
+/// (docs/journal.md).
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Domain tag of the hash chain: entry hash = blake3 derive-key
-/// (`backfill/journal-entry/v1`) over the entry's canonical bytes, which
-/// include the previous entry's hash.
-pub const ENTRY_DOMAIN: &str = "backfill/journal-entry/v1";
+/// sled's segment (and I/O buffer) size for journals. sled 0.34 writes a node
+/// larger than a quarter of this to a blob file that it never fsyncs; 8 MiB
+/// keeps the journal's nodes (at most 17 frames of about 64 KiB, or status
+/// pages) inside sled's own log. Tests open journals with it.
+pub const SEGMENT_SIZE: usize = 8 << 20;
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
+
+/// At most this many threads encode one commit.
+const MAX_THREADS: usize = 4;
 
 const META_FORMAT: &[u8] = b"Mformat";
 const META_ID: &[u8] = b"Mid";
@@ -69,7 +74,6 @@ pub struct Run {
 #[derive(Serialize, Deserialize)]
 struct Entry {
     seq: u64,
-    prev: Digest,
     at: Timestamp,
     run: Option<Uuid>,
     body: Body,
@@ -83,18 +87,11 @@ enum Body {
     RunEnded { run: Run },
 }
 
-#[allow(clippy::large_enum_variant)] // Key is the common item
-enum Item {
-    Key(i64, Record),
-    RunStarted(Run),
-    RunEnded(Run),
-}
-
 /// Records to append atomically, with one flush.
 #[derive(Default)]
 pub struct Batch {
     run: Option<Uuid>,
-    items: Vec<Item>,
+    items: Vec<Body>,
     cursor: Option<i64>,
 }
 
@@ -114,16 +111,16 @@ impl Batch {
 
     /// Appends a `Planned` record for the event's key.
     pub fn plan(&mut self, event: MigrationEvent) -> &mut Self {
-        self.items.push(Item::Key(
-            event.collector_result_id,
-            Record::Planned { event },
-        ));
+        self.items.push(Body::Key {
+            key: event.collector_result_id,
+            record: Record::Planned { event },
+        });
         self
     }
 
     /// Appends a record for a key.
     pub fn record(&mut self, key: i64, record: Record) -> &mut Self {
-        self.items.push(Item::Key(key, record));
+        self.items.push(Body::Key { key, record });
         self
     }
 
@@ -173,7 +170,8 @@ pub struct IndexReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChainProblem {
-    /// The entry's bytes do not hash to the hash stored with it (edited).
+    /// The entry's bytes, chained to the previous entry's hash, do not hash
+    /// to the hash stored with it (edited, or an entry before it replaced).
     HashMismatch,
     /// The entry does not decode although its hash matches (written by
     /// something else than this journal).
@@ -183,8 +181,6 @@ pub enum ChainProblem {
         /// The position the entry claims.
         claimed: u64,
     },
-    /// The entry does not carry the previous entry's hash (edited or reordered).
-    PreviousHashMismatch,
     /// An entry is missing before the head (deleted).
     Missing,
     /// The log ends before the recorded head (truncated), or the head does not
@@ -198,14 +194,11 @@ pub enum ChainProblem {
 impl fmt::Display for ChainProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::HashMismatch => {
-                f.write_str("the entry does not hash to its stored hash (edited)")
-            }
+            Self::HashMismatch => f.write_str(
+                "the entry, chained to the one before it, does not hash to its stored hash (edited)",
+            ),
             Self::Undecodable => f.write_str("the entry does not decode"),
             Self::WrongPosition { claimed } => write!(f, "the entry claims position {claimed}"),
-            Self::PreviousHashMismatch => f.write_str(
-                "the entry does not carry the previous entry's hash (edited or reordered)",
-            ),
             Self::Missing => f.write_str("the entry is missing (deleted)"),
             Self::Truncated { expected_entries } => write!(
                 f,
@@ -233,6 +226,12 @@ pub struct Journal {
     id: Uuid,
     mapping_version: u32,
     inner: Mutex<Inner>,
+    /// Threads a commit may encode on.
+    threads: usize,
+    /// The last frame read: lookups in key order hit it, so a frame is
+    /// decompressed once per run of keys, not once per key. Frames never
+    /// change once written.
+    last_frame: Mutex<Option<(u64, Arc<Frame>)>>,
 }
 
 impl fmt::Debug for Journal {
@@ -291,102 +290,60 @@ fn bitmap_key(state: State, page: i64) -> Vec<u8> {
     out
 }
 
-/// A log segment: the entries of one commit, each addressable without
-/// decoding the others. Layout: count (u32 LE), then count+1 offsets (u32 LE)
-/// into the payload, then the payload: per entry its 32-byte hash followed by
-/// its canonical bytes. Built in place: entries are encoded straight into the
-/// segment and hashed there.
-struct SegmentBuilder {
-    bytes: Vec<u8>,
-    count: usize,
-    capacity: usize,
-}
-
-fn too_big() -> Error {
-    Error::Damaged {
-        path: PathBuf::new(),
-        problem: "a commit larger than 4 GiB".into(),
-    }
-}
-
-impl SegmentBuilder {
-    fn new(capacity: usize) -> Self {
-        let header = 4 + 4 * (capacity + 1);
-        let mut bytes = Vec::with_capacity(header + capacity * 1024);
-        bytes.resize(header, 0);
-        Self {
-            bytes,
-            count: 0,
-            capacity,
-        }
-    }
-
-    fn header_len(&self) -> usize {
-        4 + 4 * (self.capacity + 1)
-    }
-
-    /// Appends an entry; returns its hash.
-    fn push(&mut self, entry: &Entry) -> Result<Digest> {
-        debug_assert!(self.count < self.capacity);
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(&[0u8; 32]);
-        encode_into(entry, &mut self.bytes).map_err(|source| Error::Decode {
-            what: "log entry".into(),
-            source,
-        })?;
-        let hash = entry_hash(&self.bytes[start + 32..]);
-        self.bytes[start..start + 32].copy_from_slice(hash.as_bytes());
-        self.count += 1;
-        let end = u32::try_from(self.bytes.len() - self.header_len()).map_err(|_| too_big())?;
-        let at = 4 + 4 * self.count;
-        self.bytes[at..at + 4].copy_from_slice(&end.to_le_bytes());
-        Ok(hash)
-    }
-
-    fn finish(mut self) -> Result<Vec<u8>> {
-        // The header was sized for `capacity` entries: every item of a batch
-        // is one entry, so a finished segment is always full.
-        if self.count != self.capacity {
-            return Err(Error::Damaged {
-                path: PathBuf::new(),
-                problem: format!("segment holds {} of {} entries", self.count, self.capacity),
-            });
-        }
-        let count = u32::try_from(self.count).map_err(|_| too_big())?;
-        self.bytes[0..4].copy_from_slice(&count.to_le_bytes());
-        Ok(self.bytes)
-    }
-}
-
-/// The first log position of a stored segment, from its key (`L` + u64 BE);
+/// The first log position of a stored frame, from its key (`L` + u64 BE);
 /// `u64::MAX` for a malformed key, which no position matches.
-fn segment_first_seq(key: &[u8]) -> u64 {
+fn frame_first_seq(key: &[u8]) -> u64 {
     key.get(1..9)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .unwrap_or(u64::MAX)
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
-    let array: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-    usize::try_from(u32::from_le_bytes(array)).ok()
-}
+/// A page's keys-by-state maps, in the order of [`State::ALL`].
+type Bitmaps = [u64; State::ALL.len()];
 
-fn segment_len(segment: &[u8]) -> Option<usize> {
-    read_u32(segment, 0)
-}
-
-/// Entry `i` of a segment: (stored hash, canonical bytes).
-fn segment_entry(segment: &[u8], i: usize) -> Option<(&[u8], &[u8])> {
-    let n = segment_len(segment)?;
-    if i >= n {
-        return None;
+fn bitmaps(page: &Page) -> Bitmaps {
+    let mut maps = [0u64; State::ALL.len()];
+    for (offset, status) in page {
+        if let Some(i) = State::ALL.iter().position(|s| *s == status.state) {
+            maps[i] |= 1u64 << offset;
+        }
     }
-    let base = 4 + 4 * (n + 1);
-    let start = base + read_u32(segment, 4 + 4 * i)?;
-    let end = base + read_u32(segment, 4 + 4 * (i + 1))?;
-    let entry = segment.get(start..end)?;
-    (entry.len() >= 32).then(|| entry.split_at(32))
+    maps
+}
+
+/// The index writes of a commit: its status pages, their keys-by-state
+/// bitmaps, the counts that changed, and its runs.
+fn index_writes(
+    pages: &HashMap<i64, (Page, Bitmaps)>,
+    counts: &Counts,
+    before: &Counts,
+    runs: &[&Run],
+) -> Result<sled::Batch> {
+    let mut writes = sled::Batch::default();
+    for (page_id, (page, before)) in pages {
+        writes.insert(page_key(*page_id), encode_as("status page", page)?);
+        // Only the maps that changed: a fresh page touches one, not seven.
+        for (state, (after, before)) in State::ALL.iter().zip(bitmaps(page).iter().zip(before)) {
+            if after == before {
+                continue;
+            }
+            if *after == 0 {
+                writes.remove(bitmap_key(*state, *page_id));
+            } else {
+                writes.insert(bitmap_key(*state, *page_id), &after.to_be_bytes());
+            }
+        }
+    }
+    for (bucket, count) in counts {
+        if before.get(bucket) != Some(count) {
+            writes.insert(count_key(bucket)?, &count.to_be_bytes());
+        }
+    }
+    for run in runs {
+        writes.insert(prefixed(b'R', run.id.as_bytes()), encode_as("run", run)?);
+    }
+    Ok(writes)
 }
 
 fn count_key(bucket: &(State, Option<String>)) -> Result<Vec<u8>> {
@@ -395,12 +352,6 @@ fn count_key(bucket: &(State, Option<String>)) -> Result<Vec<u8>> {
         source,
     })?;
     Ok(prefixed(b'C', &encoded))
-}
-
-fn entry_hash(bytes: &[u8]) -> Digest {
-    let mut hasher = blake3::Hasher::new_derive_key(ENTRY_DOMAIN);
-    hasher.update(bytes);
-    Digest(*hasher.finalize().as_bytes())
 }
 
 fn now() -> Timestamp {
@@ -469,6 +420,13 @@ impl Journal {
                 supported: FORMAT_VERSION,
             });
         }
+        if format < FORMAT_VERSION {
+            return Err(Error::OlderFormat {
+                path,
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
         let id = db
             .get(META_ID)?
             .and_then(|b| Uuid::from_slice(&b).ok())
@@ -511,6 +469,10 @@ impl Journal {
                 cursor,
                 source,
             }),
+            threads: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_THREADS),
+            last_frame: Mutex::new(None),
         })
     }
 
@@ -581,6 +543,42 @@ impl Journal {
         }
     }
 
+    /// Folds a commit's entries into the index: its sled writes (status
+    /// pages, keys-by-state maps, changed counts, runs) and the new counts.
+    fn fold_batch(&self, entries: &[Entry], before: &Counts) -> Result<(sled::Batch, Counts)> {
+        let mut pages: HashMap<i64, (Page, Bitmaps)> = HashMap::new();
+        let mut counts = before.clone();
+        let mut runs: Vec<&Run> = Vec::new();
+        for entry in entries {
+            let (key, record) = match &entry.body {
+                Body::Key { key, record } => (*key, record),
+                Body::RunStarted(run) | Body::RunEnded { run } => {
+                    runs.push(run);
+                    continue;
+                }
+            };
+            let (page_id, offset) = page_of(key);
+            let (page, _) = match pages.entry(page_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let page = self.load_page(page_id)?;
+                    let before = bitmaps(&page);
+                    e.insert((page, before))
+                }
+            };
+            let next = fold(key, page.get(&offset), entry.seq, record)?;
+            if let Some(previous) = page.get(&offset) {
+                if let Some(count) = counts.get_mut(&previous.bucket()) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            *counts.entry(next.bucket()).or_insert(0) += 1;
+            page.insert(offset, next);
+        }
+        let writes = index_writes(&pages, &counts, before, &runs)?;
+        Ok((writes, counts))
+    }
+
     fn load_status(&self, key: i64) -> Result<Option<KeyStatus>> {
         let (page, offset) = page_of(key);
         Ok(self.load_page(page)?.remove(&offset))
@@ -596,78 +594,37 @@ impl Journal {
     pub fn commit(&self, batch: Batch) -> Result<Receipt> {
         let mut inner = self.inner();
         let first_seq = inner.next_seq;
-        let mut seq = first_seq;
-        let mut head = inner.head;
         let at = now();
-        let mut writes = sled::Batch::default();
-        let mut pages: HashMap<i64, Page> = HashMap::new();
-        let mut counts = inner.counts.clone();
-        let mut runs: Vec<Run> = Vec::new();
-        let mut segment = SegmentBuilder::new(batch.items.len());
-
-        for item in batch.items {
-            let body = match item {
-                Item::Key(key, record) => {
-                    let (page_id, offset) = page_of(key);
-                    let page = match pages.entry(page_id) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(self.load_page(page_id)?)
-                        }
-                    };
-                    let next = fold(key, page.get(&offset), seq, &record)?;
-                    if let Some(previous) = page.get(&offset) {
-                        if let Some(count) = counts.get_mut(&previous.bucket()) {
-                            *count = count.saturating_sub(1);
-                        }
-                    }
-                    *counts.entry(next.bucket()).or_insert(0) += 1;
-                    page.insert(offset, next);
-                    Body::Key { key, record }
-                }
-                Item::RunStarted(run) => {
-                    runs.push(run.clone());
-                    Body::RunStarted(run)
-                }
-                Item::RunEnded(run) => {
-                    runs.push(run.clone());
-                    Body::RunEnded { run }
-                }
-            };
-            let entry = Entry {
+        let entries: Vec<Entry> = batch
+            .items
+            .into_iter()
+            .zip(first_seq..)
+            .map(|(body, seq)| Entry {
                 seq,
-                prev: head,
                 at,
                 run: batch.run,
                 body,
-            };
-            head = segment.push(&entry)?;
-            seq += 1;
-        }
-        if segment.count > 0 {
-            writes.insert(log_key(first_seq), segment.finish()?);
-        }
-        for (page_id, page) in &pages {
-            writes.insert(page_key(*page_id), encode_as("status page", page)?);
-            for state in State::ALL {
-                let bits = page
-                    .iter()
-                    .filter(|(_, status)| status.state == state)
-                    .fold(0u64, |bits, (offset, _)| bits | (1u64 << offset));
-                if bits == 0 {
-                    writes.remove(bitmap_key(state, *page_id));
-                } else {
-                    writes.insert(bitmap_key(state, *page_id), &bits.to_be_bytes());
-                }
-            }
-        }
-        for (bucket, count) in &counts {
-            if inner.counts.get(bucket) != Some(count) {
-                writes.insert(count_key(bucket)?, &count.to_be_bytes());
-            }
-        }
-        for run in &runs {
-            writes.insert(prefixed(b'R', run.id.as_bytes()), encode_as("run", run)?);
+            })
+            .collect();
+        let seq = first_seq + u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        // Encoding, leaf hashes and compression run on all cores; this thread
+        // first folds the records into the index, then joins in. The chain
+        // over the leaves is serial and cheap (64-byte inputs).
+        let (sealed, index) = frame::seal(first_seq, &entries, self.threads, || {
+            self.fold_batch(&entries, &inner.counts)
+        });
+        let (mut writes, counts) = index?;
+        let mut head = inner.head;
+        for sealed in sealed? {
+            let hashes: Vec<Digest> = sealed
+                .leaves()
+                .iter()
+                .map(|leaf| {
+                    head = frame::link_hash(&head, leaf);
+                    head
+                })
+                .collect();
+            writes.insert(log_key(sealed.first), sealed.into_value(&hashes)?);
         }
         writes.insert(META_HEAD, encode_as("head", &(seq, head))?);
         if let Some(cursor) = batch.cursor {
@@ -699,7 +656,7 @@ impl Journal {
         };
         let id = run.id;
         let mut batch = Batch::for_run(id);
-        batch.items.push(Item::RunStarted(run));
+        batch.items.push(Body::RunStarted(run));
         self.commit(batch)?;
         Ok(id)
     }
@@ -710,7 +667,7 @@ impl Journal {
         run.ended_at = Some(now());
         run.counts = counts;
         let mut batch = Batch::for_run(id);
-        batch.items.push(Item::RunEnded(run));
+        batch.items.push(Body::RunEnded { run });
         self.commit(batch)?;
         Ok(())
     }
@@ -739,16 +696,40 @@ impl Journal {
         self.load_status(key)
     }
 
-    fn entry(&self, seq: u64) -> Result<Option<Entry>> {
+    /// The frame holding log position `seq`: (its first position, frame).
+    fn frame_at(&self, seq: u64) -> Result<Option<(u64, Arc<Frame>)>> {
+        let mut last = self.last_frame.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((first, frame)) = last.as_ref() {
+            let len = u64::try_from(frame.len()).unwrap_or(u64::MAX);
+            if *first <= seq && seq - *first < len {
+                return Ok(Some((*first, Arc::clone(frame))));
+            }
+        }
         let Some(item) = self.db.range(log_key(0)..=log_key(seq)).next_back() else {
             return Ok(None);
         };
-        let (k, segment) = item?;
-        let first = segment_first_seq(&k);
+        let (k, value) = item?;
+        let first = frame_first_seq(&k);
+        let frame = Frame::parse(&value).ok_or_else(|| Error::Damaged {
+            path: self.path.clone(),
+            problem: format!(
+                "the log frame at position {first} does not decompress (run `journal verify`)"
+            ),
+        })?;
+        let frame = Arc::new(frame);
+        *last = Some((first, Arc::clone(&frame)));
+        Ok(Some((first, frame)))
+    }
+
+    fn entry(&self, seq: u64) -> Result<Option<Entry>> {
+        let Some((first, frame)) = self.frame_at(seq)? else {
+            return Ok(None);
+        };
         let Some(index) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
             return Ok(None);
         };
-        segment_entry(&segment, index)
+        frame
+            .entry(index)
             .map(|(_, bytes)| decode_as(|| format!("log entry {seq}"), bytes))
             .transpose()
     }
@@ -891,9 +872,8 @@ impl Journal {
         let mut prev = Digest::default();
         let mut position = 0u64;
         for item in self.db.scan_prefix(b"L") {
-            let (k, segment) = item?;
-            let first = segment_first_seq(&k);
-            if first != position {
+            let (k, value) = item?;
+            if frame_first_seq(&k) != position {
                 return Err(Error::ChainBroken {
                     position,
                     problem: ChainProblem::Missing,
@@ -903,21 +883,21 @@ impl Journal {
                 position,
                 problem: ChainProblem::Undecodable,
             };
-            let n = segment_len(&segment).ok_or_else(|| undecodable(position))?;
-            for i in 0..n {
+            let frame = Frame::parse(&value).ok_or_else(|| undecodable(position))?;
+            for i in 0..frame.len() {
                 let broken = |problem| Error::ChainBroken { position, problem };
-                let (own, bytes) =
-                    segment_entry(&segment, i).ok_or_else(|| undecodable(position))?;
-                let hash = entry_hash(bytes);
-                if own != hash.as_bytes() {
+                let (stored, bytes) = frame.entry(i).ok_or_else(|| undecodable(position))?;
+                let hash = frame::chain_hash(&prev, bytes);
+                let entry: Option<Entry> = decode(bytes).ok();
+                let claimed = entry.as_ref().map(|e| e.seq);
+                if let Some(claimed) = claimed.filter(|c| *c != position) {
+                    return Err(broken(ChainProblem::WrongPosition { claimed }));
+                }
+                if stored != hash {
                     return Err(broken(ChainProblem::HashMismatch));
                 }
-                let entry: Entry = decode(bytes).map_err(|_| broken(ChainProblem::Undecodable))?;
-                if entry.seq != position {
-                    return Err(broken(ChainProblem::WrongPosition { claimed: entry.seq }));
-                }
-                if entry.prev != prev {
-                    return Err(broken(ChainProblem::PreviousHashMismatch));
+                if entry.is_none() {
+                    return Err(broken(ChainProblem::Undecodable));
                 }
                 prev = hash;
                 position += 1;
@@ -943,10 +923,14 @@ impl Journal {
     pub fn verify_index(&self) -> Result<IndexReport> {
         let mut folded: BTreeMap<i64, KeyStatus> = BTreeMap::new();
         for item in self.db.scan_prefix(b"L") {
-            let (_, segment) = item?;
-            let n = segment_len(&segment).unwrap_or(0);
-            for i in 0..n {
-                let Some((_, bytes)) = segment_entry(&segment, i) else {
+            let (k, value) = item?;
+            let first = frame_first_seq(&k);
+            let frame = Frame::parse(&value).ok_or_else(|| Error::Damaged {
+                path: self.path.clone(),
+                problem: format!("the log frame at position {first} does not decompress"),
+            })?;
+            for i in 0..frame.len() {
+                let Some((_, bytes)) = frame.entry(i) else {
                     continue;
                 };
                 let entry: Entry = decode_as(|| "log entry".into(), bytes)?;
@@ -1012,6 +996,7 @@ impl Journal {
 /// lock held by another process stays held, and then this fails.
 fn open_sled(path: &Path) -> Result<sled::Db> {
     let mut waited = 0;
+    let mut segment_size = SEGMENT_SIZE;
     loop {
         // No background flusher: every commit flushes itself.
         let opened = std::panic::catch_unwind(|| {
@@ -1022,10 +1007,16 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
                 // sequentially and read by page, so a small cache keeps the
                 // process's memory low.
                 .cache_capacity(CACHE_BYTES)
+                .segment_size(segment_size)
                 .open()
         });
         match opened {
             Ok(Ok(db)) => return Ok(db),
+            // A journal of another format can have another segment size: open
+            // it with its own so that its format version is read and named.
+            Ok(Err(err)) if stored_segment_size(&err).is_some_and(|s| s != segment_size) => {
+                segment_size = stored_segment_size(&err).unwrap_or(SEGMENT_SIZE);
+            }
             Ok(Err(err)) => match map_open_error(path, err) {
                 Error::Locked { .. } if waited < LOCK_WAIT_MS => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -1040,6 +1031,18 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
                 })
             }
         }
+    }
+}
+
+/// The segment size a sled database was created with, from sled's refusal to
+/// open it with another one ("… please change it back to N").
+fn stored_segment_size(err: &sled::Error) -> Option<usize> {
+    match err {
+        sled::Error::Unsupported(message) if message.contains("io buffer size") => message
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.trim().parse().ok()),
+        _ => None,
     }
 }
 

@@ -22,12 +22,14 @@
 //! | `R` | run id | the run's [`Run`] |
 #![deny(missing_docs)]
 
+mod frame;
 mod journal;
 mod record;
 
+pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
 pub use journal::{
     Batch, ChainProblem, ChainReport, IndexReport, Journal, Receipt, Run, SourceFingerprint,
-    ENTRY_DOMAIN, FORMAT_VERSION,
+    FORMAT_VERSION, SEGMENT_SIZE,
 };
 pub use record::{decide, fold, Decision, KeyStatus, Logged, Record, State};
 
@@ -53,6 +55,17 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// The journal was written by an earlier version of backfill, in a format
+    /// this one does not read.
+    #[error("journal {path} has format version {found}, written by an earlier backfill; this backfill reads format {supported}: finish it with the backfill that wrote it, or plan again into a new --journal directory")]
+    OlderFormat {
+        /// The journal directory.
+        path: PathBuf,
+        /// The journal's format version.
+        found: u32,
+        /// The format this build reads.
+        supported: u32,
     },
     /// The journal was written by a newer version of backfill.
     #[error("journal {path} has format version {found}; this backfill reads up to {supported}: upgrade backfill")]

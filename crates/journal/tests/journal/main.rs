@@ -2,6 +2,7 @@
 //! and the open-time refusals.
 
 mod crash;
+mod frames;
 mod model;
 mod open;
 mod support;

@@ -34,6 +34,35 @@ fn a_newer_format_is_refused_with_both_versions() {
     assert!(err.to_string().contains(&format!("{}", FORMAT_VERSION + 1)));
 }
 
+/// Format 1 journals were sled databases with sled's default 512 KiB segments;
+/// sled refuses to open them with the journal's segment size, and that refusal
+/// must still end in a message naming the versions, not "damaged".
+#[test]
+fn a_format_1_journal_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        db.insert(b"Mformat", &1u32.to_be_bytes()).unwrap();
+        db.insert(b"Mid", uuid::Uuid::new_v4().as_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Journal::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::OlderFormat { found: 1, supported, .. } if supported == FORMAT_VERSION),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("format version 1")
+            && message.contains(&format!("format {FORMAT_VERSION}")),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_sled_database_that_is_not_a_journal_is_damaged() {
     let dir = tempfile::tempdir().unwrap();
