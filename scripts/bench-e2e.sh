@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 
 psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
 
-printf '%-10s %-12s %10s %12s %10s %12s %8s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "tool peak RSS"
+printf '%-10s %-12s %10s %12s %10s %12s %8s %11s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "journal MB" "tool peak RSS"
 for n in "${sizes[@]}"; do
   for db in backfill_bench_sql backfill_bench_tool; do
     psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
@@ -44,12 +44,13 @@ for n in "${sizes[@]}"; do
     run --batch-size "${BATCH_SIZE:-2000}" --no-refresh > "$work/summary" || code=$?
   if [ "${code:-0}" -gt 1 ]; then cat "$work/summary" "$work/time" >&2; exit 1; fi
   read -r tool_s rss_kb < <(tail -n 1 "$work/time")
+  journal_mb=$(du -sm "$work/journal" | cut -f1)
 
   a=$(psql -X -At "$base/backfill_bench_sql" -f benches/dump.sql)
   b=$(psql -X -At "$base/backfill_bench_tool" -f benches/dump.sql)
   same=$([ "$a" = "$b" ] && echo "same target rows" || echo "TARGETS DIFFER")
-  awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$tool_s" -v rss="$rss_kb" -v same="$same" \
-    'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f  %d MB (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, rss / 1024, same }'
+  awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$tool_s" -v rss="$rss_kb" -v same="$same" -v jmb="$journal_mb" \
+    'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f %11d  %d MB (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, jmb, rss / 1024, same }'
   if [ "$a" != "$b" ]; then
     echo "reference:"; echo "$a"; echo "tool:"; echo "$b"
   fi

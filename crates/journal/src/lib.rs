@@ -15,7 +15,7 @@
 //! | prefix | key | value |
 //! | --- | --- | --- |
 //! | `M` | name | metadata (format, id, mapping version, source, cursor, head) |
-//! | `L` | first seq of the commit (u64 BE) | a segment: the commit's entries, each with its hash |
+//! | `L` | seq of the frame's first entry (u64 BE) | a frame: up to ~64 KiB of one commit's entries, LZ4-compressed, each with its chain hash |
 //! | `S` | page = key div 64 (order-preserving BE) | the [`KeyStatus`] of each key of the page |
 //! | `I` | state tag, page | a 64-bit map of the page's keys in that state |
 //! | `C` | (state, reason) | count (u64 BE) |
