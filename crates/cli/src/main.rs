@@ -4,6 +4,15 @@
 //! 2 usage, configuration or connection error (nothing written); 3
 //! interrupted (resumable with `backfill replay`).
 
+/// `println!` for command output, except that a closed stdout (`backfill …
+/// | head`) is an `io::Error` to return rather than a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
 mod commands;
 mod context;
@@ -48,6 +57,16 @@ fn main() -> ExitCode {
         Ok(Exit::Problems) => ExitCode::from(1),
         Ok(Exit::Config) => ExitCode::from(2),
         Ok(Exit::Interrupted) => ExitCode::from(3),
+        // The reader of our output went away (`| head`): nothing is wrong
+        // with the work, and there is no one left to tell.
+        Err(err)
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {

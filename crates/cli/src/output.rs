@@ -163,8 +163,24 @@ pub fn journal_counts(journal: &Journal) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Prints a command's summary and the journal's state, human or JSON.
+/// Prints a command's summary and the journal's state, human or JSON. The
+/// work is done by then: a reader that went away (`| head`) does not change
+/// the exit code, and another write error is reported on stderr.
 pub fn summary(command: &str, summary: &Summary, journal: &Journal, json: bool, next_step: &str) {
+    if let Err(err) = print_summary(command, summary, journal, json, next_step) {
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: cannot print the summary: {err}");
+        }
+    }
+}
+
+fn print_summary(
+    command: &str,
+    summary: &Summary,
+    journal: &Journal,
+    json: bool,
+    next_step: &str,
+) -> std::io::Result<()> {
     if json {
         let value = serde_json::json!({
             "command": command,
@@ -177,21 +193,21 @@ pub fn summary(command: &str, summary: &Summary, journal: &Journal, json: bool, 
             },
             "next_step": next_step,
         });
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return;
+        )?;
+        return Ok(());
     }
     let dry = if summary.dry_run {
         " (dry run: nothing written)"
     } else {
         ""
     };
-    println!("{command}{dry}: {:.1}s", summary.elapsed_secs);
+    out!("{command}{dry}: {:.1}s", summary.elapsed_secs)?;
     if summary.keys_read > 0 {
         let rate = summary.source_rows as f64 / summary.elapsed_secs.max(0.001);
-        println!(
+        out!(
             "  source: {} rows, {} keys ({:.0} rows/s); {} planned, {} unchanged, {} drifted",
             summary.source_rows,
             summary.keys_read,
@@ -199,12 +215,12 @@ pub fn summary(command: &str, summary: &Summary, journal: &Journal, json: bool, 
             summary.keys_planned,
             summary.keys_unchanged,
             summary.keys_drifted
-        );
+        )?;
     }
     if !summary.outcomes.is_empty() {
-        println!("  this run:");
+        out!("  this run:")?;
         for (outcome, n) in &summary.outcomes {
-            println!("    {outcome:<36} {n:>10}");
+            out!("    {outcome:<36} {n:>10}")?;
         }
     }
     let t = &summary.tables;
@@ -213,7 +229,7 @@ pub fn summary(command: &str, summary: &Summary, journal: &Journal, json: bool, 
     } else {
         "rows written"
     };
-    println!("  {verb}:");
+    out!("  {verb}:")?;
     for (table, n) in [
         ("metric_facts", t.metric_facts),
         ("brand_metrics", t.brand_metrics),
@@ -221,35 +237,36 @@ pub fn summary(command: &str, summary: &Summary, journal: &Journal, json: bool, 
         ("competitor_metrics", t.competitor_metrics),
         ("competitor_sentiment", t.competitor_sentiment),
     ] {
-        println!("    {table:<36} {n:>10}");
+        out!("    {table:<36} {n:>10}")?;
     }
     if !summary.notes.is_empty() {
-        println!("  notes:");
+        out!("  notes:")?;
         for (kind, n) in &summary.notes {
-            println!("    {kind:<36} {n:>10}");
+            out!("    {kind:<36} {n:>10}")?;
         }
     }
     if !summary.unresolved_competitors.is_empty() {
         let mut top: Vec<_> = summary.unresolved_competitors.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        println!("  unresolved competitor names (top 10 of {}):", top.len());
+        out!("  unresolved competitor names (top 10 of {}):", top.len())?;
         for (name, n) in top.into_iter().take(10) {
-            println!("    {:<36} {n:>10}", format!("{name:?}"));
+            out!("    {:<36} {n:>10}", format!("{name:?}"))?;
         }
     }
     if !summary.failures.is_empty() {
-        println!("  failures (first {}):", summary.failures.len().min(10));
+        out!("  failures (first {}):", summary.failures.len().min(10))?;
         for (key, error) in summary.failures.iter().take(10) {
-            println!("    collector_result_id {key}: {error}");
+            out!("    collector_result_id {key}: {error}")?;
         }
     }
-    println!("  journal {} ({}):", journal.path().display(), journal.id());
+    out!("  journal {} ({}):", journal.path().display(), journal.id())?;
     for (state, n) in journal_counts(journal) {
-        println!("    {state:<36} {n:>10}");
+        out!("    {state:<36} {n:>10}")?;
     }
     if summary.interrupted {
-        println!("interrupted after the batch in flight; resume with: backfill replay");
+        out!("interrupted after the batch in flight; resume with: backfill replay")?;
     } else {
-        println!("next: {next_step}");
+        out!("next: {next_step}")?;
     }
+    Ok(())
 }

@@ -36,10 +36,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         .connect_with(options)
         .await?;
     schema::apply(&pool, true, true).await?;
-    println!(
+    out!(
         "seeding {} collector results into database {DEMO_DATABASE}…",
         args.results
-    );
+    )?;
     demo::seed(&pool, args.results).await?;
     if cli.journal.exists() {
         std::fs::remove_dir_all(&cli.journal)

@@ -25,9 +25,9 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> Result<Exit> {
         None => overview(&journal, args)?,
     };
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        out!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        print_human(&value, 0);
+        print_human(&value, 0)?;
     }
     Ok(Exit::Ok)
 }
@@ -160,17 +160,17 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
 }
 
 /// Indented `name: value` lines for people.
-fn print_human(value: &Value, depth: usize) {
+fn print_human(value: &Value, depth: usize) -> std::io::Result<()> {
     let pad = "  ".repeat(depth);
     match value {
         Value::Object(map) => {
             for (k, v) in map {
                 match v {
                     Value::Object(_) | Value::Array(_) if !is_empty(v) => {
-                        println!("{pad}{k}:");
-                        print_human(v, depth + 1);
+                        out!("{pad}{k}:")?;
+                        print_human(v, depth + 1)?;
                     }
-                    _ => println!("{pad}{k}: {}", scalar(v)),
+                    _ => out!("{pad}{k}: {}", scalar(v))?,
                 }
             }
         }
@@ -187,18 +187,19 @@ fn print_human(value: &Value, depth: usize) {
                             .filter(|(_, v)| !v.is_null())
                             .map(|(k, v)| format!("{k}={}", scalar(v)))
                             .collect();
-                        println!("{pad}- {}", line.join(" "));
+                        out!("{pad}- {}", line.join(" "))?;
                     }
                     Value::Object(_) | Value::Array(_) => {
-                        println!("{pad}-");
-                        print_human(item, depth + 1);
+                        out!("{pad}-")?;
+                        print_human(item, depth + 1)?;
                     }
-                    _ => println!("{pad}- {}", scalar(item)),
+                    _ => out!("{pad}- {}", scalar(item))?,
                 }
             }
         }
-        _ => println!("{pad}{}", scalar(value)),
+        _ => out!("{pad}{}", scalar(value))?,
     }
+    Ok(())
 }
 
 fn is_empty(v: &Value) -> bool {

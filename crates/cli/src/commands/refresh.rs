@@ -11,7 +11,7 @@ pub async fn run(cli: &Cli) -> Result<Exit> {
     let concurrent = schema::refresh_view(&target).await?;
     if !cli.quiet {
         let how = if concurrent { " concurrently" } else { "" };
-        println!("mv_brand_daily_metrics refreshed{how}");
+        out!("mv_brand_daily_metrics refreshed{how}")?;
     }
     Ok(Exit::Ok)
 }

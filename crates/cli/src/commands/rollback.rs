@@ -47,21 +47,21 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
         schema::refresh_view(&target).await?;
     }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         let verb = if args.yes {
             "removed"
         } else {
             "would remove (pass --yes to do it)"
         };
-        println!(
+        out!(
             "{verb}: {} keys; already gone: {}; refused: {}",
             report.removed.len(),
             report.already_gone.len(),
             report.refused.len()
-        );
+        )?;
         for (key, why) in &report.refused {
-            println!("  refused collector_result_id {key}: changed since written ({}); --force to remove anyway", why.join(", "));
+            out!("  refused collector_result_id {key}: changed since written ({}); --force to remove anyway", why.join(", "))?;
         }
     }
     Ok(if report.refused.is_empty() {

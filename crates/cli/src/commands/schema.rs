@@ -15,18 +15,16 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
             let mut missing = schema::check_source(&source, &table).await?.missing;
             missing.extend(schema::check_target(&target).await?.missing);
             if cli.json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({ "missing": missing }))?
-                );
+                )?;
             } else if missing.is_empty() {
-                println!(
-                    "schema ok: source table {table}, directories and target tables are present"
-                );
+                out!("schema ok: source table {table}, directories and target tables are present")?;
             } else {
-                println!("missing:");
+                out!("missing:")?;
                 for m in &missing {
-                    println!("  {m}");
+                    out!("  {m}")?;
                 }
             }
             // Missing tables are a configuration error, as in every command.
@@ -47,7 +45,7 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
                 schema::apply(&pool, false, true).await?;
             }
             if !cli.quiet {
-                println!("schema applied");
+                out!("schema applied")?;
             }
             Ok(Exit::Ok)
         }

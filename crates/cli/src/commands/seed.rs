@@ -10,7 +10,7 @@ pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
     let pool = connect(&context::source_url(cli)?, 1).await?;
     demo::seed(&pool, args.results).await?;
     if !cli.quiet {
-        println!("seeded {} collector results", args.results);
+        out!("seeded {} collector results", args.results)?;
     }
     Ok(Exit::Ok)
 }

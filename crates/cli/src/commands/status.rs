@@ -34,24 +34,24 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             "states": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             "runs": runs,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        out!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(Exit::Ok);
     }
-    println!("journal {} ({})", journal.path().display(), journal.id());
+    out!("journal {} ({})", journal.path().display(), journal.id())?;
     if let Some(source) = journal.source() {
-        println!("  source: {source}");
+        out!("  source: {source}")?;
     }
-    println!(
+    out!(
         "  cursor: {}",
         journal
             .cursor()
             .map_or("none (nothing planned yet)".to_owned(), |c| c.to_string())
-    );
-    println!("  states:");
+    )?;
+    out!("  states:")?;
     for (state, n) in &counts {
-        println!("    {state:<36} {n:>10}");
+        out!("    {state:<36} {n:>10}")?;
     }
-    println!("  runs: {}", runs.len());
+    out!("  runs: {}", runs.len())?;
     for run in runs.iter().rev().take(5) {
         let secs = run
             .ended_at
@@ -65,7 +65,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         let rate = secs
             .filter(|s| *s > 0.0)
             .map(|s| format!(", {:.0} applied keys/s in journal", applied as f64 / s));
-        println!(
+        out!(
             "    {} {:<8} {}{}",
             run.id,
             run.command,
@@ -73,7 +73,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                 "{s:.1}s"
             )),
             rate.unwrap_or_default()
-        );
+        )?;
     }
     Ok(Exit::Ok)
 }

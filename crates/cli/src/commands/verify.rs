@@ -12,17 +12,17 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     let journal = context::open_journal(&cli.journal)?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        out!(
             "verified {} applied keys: {} match journal, ledger and target; {} findings; chain: {}",
             report.keys_checked,
             report.keys_matching,
             report.findings.len(),
             report.chain_problem.as_deref().unwrap_or("intact")
-        );
+        )?;
         for finding in &report.findings {
-            println!("  {}", serde_json::to_string(finding)?);
+            out!("  {}", serde_json::to_string(finding)?)?;
         }
     }
     Ok(if report.is_ok() {

@@ -517,3 +517,43 @@ async fn drift_is_planned_and_reapplied_from_the_command_line() {
         .assert()
         .success();
 }
+
+/// Regression: `println!` panicked (exit 101) when the reader of the output
+/// went away, as in `backfill journal inspect … | head`.
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let db = seeded(2000).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("plan").assert().code(1);
+    for json in [true, false] {
+        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("backfill"));
+        cmd.env("DATABASE_URL", &db.url)
+            .arg("--journal")
+            .arg(dir.path())
+            .arg("--quiet");
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .args([
+                "journal", "inspect", "--state", "pending", "--limit", "100000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The pipe is closed here, long before the listing (well over the
+        // 64 KiB a pipe buffers) is written.
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "json={json}: {:?}, stderr: {stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("panicked"), "json={json}: {stderr}");
+    }
+}
