@@ -606,7 +606,7 @@ impl Journal {
                 body,
             })
             .collect();
-        let seq = first_seq + u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        let seq = first_seq.saturating_add(u64::try_from(entries.len()).unwrap_or(u64::MAX));
         // Encoding, leaf hashes and compression run on all cores; this thread
         // first folds the records into the index, then joins in. The chain
         // over the leaves is serial and cheap (64-byte inputs).
