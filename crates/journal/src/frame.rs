@@ -197,15 +197,16 @@ fn seal_part<T: Serialize>(first_seq: u64, entries: &[T]) -> Result<Vec<Sealed>>
     let mut first = first_seq;
     let mut next = first_seq;
     for entry in entries {
-        let start = raw.len();
+        let mut start = raw.len();
         encode_into(entry, &mut raw).map_err(|source| Error::Decode {
             what: format!("log entry {next}"),
             source,
         })?;
-        leaves.push(leaf_hash(&raw[start..]));
-        offsets.push(u32::try_from(raw.len()).map_err(|_| too_big())?);
-        next += 1;
-        if raw.len() >= FRAME_BYTES {
+        if start > 0 && raw.len() > FRAME_BYTES {
+            // The entry would overfill the frame: the frame ends before it,
+            // and it starts the next one. A frame outgrows FRAME_BYTES only
+            // when one entry does.
+            let spill = raw.split_off(start);
             frames.push(Sealed::new(
                 first,
                 std::mem::replace(&mut offsets, vec![0]),
@@ -213,8 +214,13 @@ fn seal_part<T: Serialize>(first_seq: u64, entries: &[T]) -> Result<Vec<Sealed>>
                 &raw,
             ));
             raw.clear();
+            raw.extend_from_slice(&spill);
+            start = 0;
             first = next;
         }
+        leaves.push(leaf_hash(&raw[start..]));
+        offsets.push(u32::try_from(raw.len()).map_err(|_| too_big())?);
+        next += 1;
     }
     if !leaves.is_empty() {
         frames.push(Sealed::new(first, offsets, leaves, &raw));
@@ -325,6 +331,9 @@ mod tests {
             for (first, value) in &frames {
                 prop_assert_eq!(*first, next);
                 let frame = Frame::parse(value).expect("parses");
+                // Only a lone entry may make a frame larger than the target,
+                // which is what keeps sled's nodes out of blob files.
+                prop_assert!(frame.len() == 1 || frame.raw.len() <= FRAME_BYTES);
                 for i in 0..frame.len() {
                     let (hash, bytes) = frame.entry(i).unwrap();
                     // Entries are encoded as bincode byte strings: a length
