@@ -195,8 +195,7 @@ fn seal_part<T: Serialize>(first_seq: u64, entries: &[T]) -> Result<Vec<Sealed>>
     let mut offsets = vec![0u32];
     let mut leaves = Vec::new();
     let mut first = first_seq;
-    let mut next = first_seq;
-    for entry in entries {
+    for (next, entry) in (first_seq..).zip(entries) {
         let mut start = raw.len();
         encode_into(entry, &mut raw).map_err(|source| Error::Decode {
             what: format!("log entry {next}"),
@@ -220,7 +219,6 @@ fn seal_part<T: Serialize>(first_seq: u64, entries: &[T]) -> Result<Vec<Sealed>>
         }
         leaves.push(leaf_hash(&raw[start..]));
         offsets.push(u32::try_from(raw.len()).map_err(|_| too_big())?);
-        next += 1;
     }
     if !leaves.is_empty() {
         frames.push(Sealed::new(first, offsets, leaves, &raw));
