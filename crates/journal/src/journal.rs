@@ -586,6 +586,9 @@ impl Journal {
 
     /// Appends a batch atomically and flushes it once. When this returns Ok,
     /// every record is durable; on error nothing of the batch is visible.
+    /// A large batch is encoded, hashed and compressed on up to four scoped
+    /// threads (as many as the machine has cores); the call returns after
+    /// they have finished.
     ///
     /// # Errors
     /// [`Error::UnknownKey`], [`Error::KeyMismatch`], [`Error::ConflictingHash`]
