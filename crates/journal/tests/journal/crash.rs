@@ -14,11 +14,14 @@ use uuid::Uuid;
 
 use crate::support::realistic_event;
 
-const PER_BATCH: i64 = 25;
+/// Keys per batch. With their `Applied` marks a batch is 200 records: several
+/// log frames, sealed on more than one thread, so a kill can land between
+/// frames of one commit.
+const PER_BATCH: i64 = 100;
 const ENV: &str = "BACKFILL_JOURNAL_CRASH_DIR";
 
 /// The child: appends batches forever (until killed). Batch b plans keys
-/// b*25 .. b*25+25 and marks batch b-1's keys applied; it prints
+/// b*PER_BATCH .. (b+1)*PER_BATCH and marks batch b-1's keys applied; it prints
 /// "flushed b" only after commit returned.
 #[test]
 #[ignore = "child process of crash::sigkill_at_random_moments"]
