@@ -95,19 +95,4 @@ pub async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
         .unwrap()
 }
 
-/// A journal's sled database opened directly (to tamper with it), without
-/// sled's background flusher, so that dropping it releases the lock at once.
-pub fn raw_sled(path: &std::path::Path) -> sled::Db {
-    for _ in 0..50 {
-        if let Ok(db) = sled::Config::new()
-            .path(path)
-            .segment_size(backfill_journal::SEGMENT_SIZE)
-            .flush_every_ms(None)
-            .open()
-        {
-            return db;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("cannot open {} with sled", path.display())
-}
+pub use backfill_journal::testing::raw_sled;

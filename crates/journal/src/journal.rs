@@ -997,22 +997,24 @@ impl Journal {
 /// retried for half a second: sled finishes background writes of a database
 /// dropped a moment ago (in this process) before it lets go of the lock. A
 /// lock held by another process stays held, and then this fails.
+/// The sled settings of a journal. No background flusher: every commit
+/// flushes itself, and dropping the database releases its lock at once.
+pub(crate) fn sled_config(path: &Path, segment_size: usize) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        // sled's default cache is 1 GiB; the journal is written sequentially
+        // and read by page, so a small cache keeps the process's memory low.
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(segment_size)
+}
+
 fn open_sled(path: &Path) -> Result<sled::Db> {
     let mut waited = 0;
     let mut segment_size = SEGMENT_SIZE;
     loop {
         // No background flusher: every commit flushes itself.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(path)
-                .flush_every_ms(None)
-                // sled's default cache is 1 GiB; the journal is written
-                // sequentially and read by page, so a small cache keeps the
-                // process's memory low.
-                .cache_capacity(CACHE_BYTES)
-                .segment_size(segment_size)
-                .open()
-        });
+        let opened = std::panic::catch_unwind(|| sled_config(path, segment_size).open());
         match opened {
             Ok(Ok(db)) => return Ok(db),
             // A journal of another format can have another segment size: open

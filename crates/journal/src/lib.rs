@@ -25,6 +25,8 @@
 mod frame;
 mod journal;
 mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
 pub use journal::{
