@@ -23,17 +23,24 @@
 #![deny(missing_docs)]
 
 mod frame;
+mod index;
 mod journal;
+mod layout;
+mod log;
 mod record;
+mod runs;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verify;
 
 pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
-pub use journal::{
-    Batch, ChainProblem, ChainReport, IndexReport, Journal, Receipt, Run, SourceFingerprint,
-    FORMAT_VERSION, SEGMENT_SIZE,
-};
+pub use journal::{Journal, SourceFingerprint};
+pub use log::{Batch, Receipt};
 pub use record::{decide, fold, Decision, KeyStatus, Logged, Record, State};
+pub use runs::Run;
+pub use store::{FORMAT_VERSION, SEGMENT_SIZE};
+pub use verify::{ChainProblem, ChainReport, IndexReport};
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 
 use backfill_core::testing::GroupBuilder;
 use backfill_core::{plan, Digest, Json, MigrationEvent};
+use backfill_journal::testing;
 use backfill_journal::{chain_hash, Batch, ChainProblem, Error, Journal, LEAF_DOMAIN, LINK_DOMAIN};
 use rand::{Rng, SeedableRng};
 
@@ -37,10 +38,10 @@ fn the_chain_hash_is_pinned_and_is_link_of_leaf() {
 
 fn log_frames(dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
     let db = crate::support::raw_sled(dir);
-    db.scan_prefix(b"L")
+    db.scan_prefix(testing::LOG_PREFIX)
         .map(|item| {
             let (k, v) = item.unwrap();
-            (u64::from_be_bytes(k[1..9].try_into().unwrap()), v.to_vec())
+            (testing::frame_first_seq(&k), v.to_vec())
         })
         .collect()
 }
@@ -97,11 +98,9 @@ fn a_byte_flipped_inside_a_frame_is_named_within_that_frame() {
         }
         {
             let db = crate::support::raw_sled(copy.path());
-            let mut key = vec![b'L'];
-            key.extend_from_slice(&first.to_be_bytes());
             let mut edited = value.clone();
             edited[at] ^= 0x10;
-            db.insert(key, edited).unwrap();
+            db.insert(testing::log_key(*first), edited).unwrap();
             db.flush().unwrap();
         }
         let journal = Journal::open(copy.path()).unwrap();

@@ -1,5 +1,6 @@
 //! What opening refuses: a held journal, a newer format, damaged files.
 
+use backfill_journal::testing;
 use backfill_journal::{Error, Journal, SourceFingerprint, FORMAT_VERSION};
 
 #[test]
@@ -22,7 +23,7 @@ fn a_newer_format_is_refused_with_both_versions() {
     drop(Journal::open(dir.path()).unwrap());
     {
         let db = crate::support::raw_sled(dir.path());
-        db.insert(b"Mformat", &(FORMAT_VERSION + 1).to_be_bytes())
+        db.insert(testing::META_FORMAT, &(FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
@@ -46,8 +47,10 @@ fn a_format_1_journal_is_refused_with_both_versions() {
             .flush_every_ms(None)
             .open()
             .unwrap();
-        db.insert(b"Mformat", &1u32.to_be_bytes()).unwrap();
-        db.insert(b"Mid", uuid::Uuid::new_v4().as_bytes()).unwrap();
+        db.insert(testing::META_FORMAT, &1u32.to_be_bytes())
+            .unwrap();
+        db.insert(testing::META_ID, uuid::Uuid::new_v4().as_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
     let err = Journal::open(dir.path()).unwrap_err();

@@ -1,6 +1,7 @@
 //! Edits to the stored log are found and named by position.
 
-use backfill_journal::{Batch, ChainProblem, Error, Journal};
+use backfill_journal::testing::{bitmap_key, log_key, page_of};
+use backfill_journal::{Batch, ChainProblem, Error, Journal, State};
 
 use crate::support::event;
 
@@ -18,12 +19,6 @@ fn edit(dir: &std::path::Path, f: impl FnOnce(&sled::Db)) {
     let db = crate::support::raw_sled(dir);
     f(&db);
     db.flush().unwrap();
-}
-
-fn log_key(seq: u64) -> Vec<u8> {
-    let mut k = vec![b'L'];
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
 }
 
 fn broken_at(dir: &std::path::Path) -> (u64, ChainProblem) {
@@ -110,11 +105,12 @@ fn an_edited_index_is_caught_by_verify_index() {
     journal_with_entries(dir.path(), 3);
     edit(dir.path(), |db| {
         // Make key 1 (page 0, bit 1) look applied in the keys-by-state bitmaps.
-        let mut applied = vec![b'I', 1];
-        let mut page = 0i64.to_be_bytes();
-        page[0] ^= 0x80;
-        applied.extend_from_slice(&page);
-        db.insert(applied, &(1u64 << 1).to_be_bytes()).unwrap();
+        let (page, offset) = page_of(1);
+        db.insert(
+            bitmap_key(State::Applied, page),
+            &(1u64 << offset).to_be_bytes(),
+        )
+        .unwrap();
     });
     let journal = Journal::open(dir.path()).unwrap();
     journal.verify_chain().unwrap();

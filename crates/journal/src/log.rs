@@ -1,0 +1,266 @@
+//! The log: what was recorded, in order, hash-chained, and how it is read
+//! back.
+//!
+//! Why a log: an auditor must be able to replay history, so every record is
+//! appended, never changed, and each entry's hash chains to the one before
+//! (docs/journal.md, "The hash chain"). Why one `commit` per batch: a batch's
+//! entries, its index writes and the new chain head go to sled in one
+//! `apply_batch` followed by one flush, so a reported state has been flushed
+//! and a crash leaves a batch wholly there or wholly absent. Why a frame
+//! cache: entries are stored in compressed frames of about 64 KiB, and readers
+//! go through keys in order, so keeping the last frame read decompresses each
+//! frame once per run of keys rather than once per key.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use backfill_core::{Digest, MigrationEvent, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::frame::{self, Frame};
+use crate::journal::{decode_as, encode_as, Journal};
+use crate::layout::{frame_first_seq, log_key, META_CURSOR, META_HEAD};
+use crate::record::{Logged, Record};
+use crate::runs::Run;
+use crate::{Error, Result};
+
+/// One log entry: a key's record or a run's start or end, at its position.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub run: Option<Uuid>,
+    pub body: Body,
+}
+
+/// What an entry records.
+#[derive(Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Body {
+    Key { key: i64, record: Record },
+    RunStarted(Run),
+    RunEnded { run: Run },
+}
+
+/// Records to append atomically, with one flush.
+#[derive(Default)]
+pub struct Batch {
+    pub(crate) run: Option<Uuid>,
+    pub(crate) items: Vec<Body>,
+    pub(crate) cursor: Option<i64>,
+}
+
+impl Batch {
+    /// An empty batch, not tied to a run.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch whose records belong to `run`.
+    pub fn for_run(run: Uuid) -> Self {
+        Self {
+            run: Some(run),
+            ..Self::default()
+        }
+    }
+
+    /// Appends a `Planned` record for the event's key.
+    pub fn plan(&mut self, event: MigrationEvent) -> &mut Self {
+        self.items.push(Body::Key {
+            key: event.collector_result_id,
+            record: Record::Planned { event },
+        });
+        self
+    }
+
+    /// Appends a record for a key.
+    pub fn record(&mut self, key: i64, record: Record) -> &mut Self {
+        self.items.push(Body::Key { key, record });
+        self
+    }
+
+    /// Moves the source cursor (highest key fully planned) with this batch.
+    pub fn cursor(&mut self, key: i64) -> &mut Self {
+        self.cursor = Some(key);
+        self
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True if there are no records and no cursor move.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.cursor.is_none()
+    }
+}
+
+/// What a commit wrote: log positions `first_seq .. next_seq`, flushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Position of the first record written.
+    pub first_seq: u64,
+    /// Position the next record will take.
+    pub next_seq: u64,
+}
+
+/// The time of an entry: now, in microseconds since the epoch.
+pub(crate) fn now() -> Timestamp {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
+impl Journal {
+    /// Appends a batch atomically and flushes it once. When this returns Ok,
+    /// every record is durable; on error nothing of the batch is visible.
+    /// A large batch is encoded, hashed and compressed on up to four scoped
+    /// threads (as many as the machine has cores); the call returns after
+    /// they have finished.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`], [`Error::KeyMismatch`], [`Error::ConflictingHash`]
+    /// if a record would make the log lie (the whole batch is refused), or a
+    /// storage error.
+    pub fn commit(&self, batch: Batch) -> Result<Receipt> {
+        let mut inner = self.inner();
+        let first_seq = inner.next_seq;
+        let at = now();
+        let entries: Vec<Entry> = batch
+            .items
+            .into_iter()
+            .zip(first_seq..)
+            .map(|(body, seq)| Entry {
+                seq,
+                at,
+                run: batch.run,
+                body,
+            })
+            .collect();
+        let seq = first_seq.saturating_add(u64::try_from(entries.len()).unwrap_or(u64::MAX));
+        // Encoding, leaf hashes and compression run on all cores; this thread
+        // first folds the records into the index, then joins in. The chain
+        // over the leaves is serial and cheap (64-byte inputs).
+        let (sealed, index) = frame::seal(first_seq, &entries, self.threads, || {
+            self.fold_batch(&entries, &inner.counts)
+        });
+        let (mut writes, counts) = index?;
+        let mut head = inner.head;
+        for sealed in sealed? {
+            let hashes: Vec<Digest> = sealed
+                .leaves()
+                .iter()
+                .map(|leaf| {
+                    head = frame::link_hash(&head, leaf);
+                    head
+                })
+                .collect();
+            writes.insert(log_key(sealed.first), sealed.into_value(&hashes)?);
+        }
+        writes.insert(META_HEAD, encode_as("head", &(seq, head))?);
+        if let Some(cursor) = batch.cursor {
+            writes.insert(META_CURSOR, encode_as("cursor", &cursor)?);
+        }
+        self.db.apply_batch(writes)?;
+        self.db.flush()?;
+        inner.next_seq = seq;
+        inner.head = head;
+        inner.counts = counts;
+        if batch.cursor.is_some() {
+            inner.cursor = batch.cursor;
+        }
+        Ok(Receipt {
+            first_seq,
+            next_seq: seq,
+        })
+    }
+
+    /// The frame holding log position `seq`: (its first position, frame).
+    fn frame_at(&self, seq: u64) -> Result<Option<(u64, Arc<Frame>)>> {
+        let mut last = self.last_frame.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((first, frame)) = last.as_ref() {
+            let len = u64::try_from(frame.len()).unwrap_or(u64::MAX);
+            if *first <= seq && seq - *first < len {
+                return Ok(Some((*first, Arc::clone(frame))));
+            }
+        }
+        let Some(item) = self.db.range(log_key(0)..=log_key(seq)).next_back() else {
+            return Ok(None);
+        };
+        let (k, value) = item?;
+        let first = frame_first_seq(&k);
+        let frame = Frame::parse(&value).ok_or_else(|| Error::Damaged {
+            path: self.path.clone(),
+            problem: format!(
+                "the log frame at position {first} does not decompress (run `journal verify`)"
+            ),
+        })?;
+        let frame = Arc::new(frame);
+        *last = Some((first, Arc::clone(&frame)));
+        Ok(Some((first, frame)))
+    }
+
+    pub(crate) fn entry(&self, seq: u64) -> Result<Option<Entry>> {
+        let Some((first, frame)) = self.frame_at(seq)? else {
+            return Ok(None);
+        };
+        let Some(index) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
+            return Ok(None);
+        };
+        frame
+            .entry(index)
+            .map(|(_, bytes)| decode_as(|| format!("log entry {seq}"), bytes))
+            .transpose()
+    }
+
+    /// The key's current event.
+    pub fn event(&self, key: i64) -> Result<Option<MigrationEvent>> {
+        let Some(status) = self.load_status(key)? else {
+            return Ok(None);
+        };
+        match self.entry(status.event_seq)?.map(|e| e.body) {
+            Some(Body::Key {
+                record: Record::Planned { event },
+                ..
+            }) => Ok(Some(event)),
+            _ => Err(Error::IndexMismatch {
+                key,
+                problem: format!("log entry {} is not its Planned record", status.event_seq),
+            }),
+        }
+    }
+
+    /// Every record of a key, oldest first, with position, time and run.
+    pub fn history(&self, key: i64) -> Result<Vec<Logged>> {
+        let Some(status) = self.load_status(key)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(status.history.len());
+        for seq in status.history {
+            match self.entry(seq)? {
+                Some(Entry {
+                    at,
+                    run,
+                    body: Body::Key { record, .. },
+                    ..
+                }) => out.push(Logged {
+                    seq,
+                    at,
+                    run,
+                    record,
+                }),
+                _ => {
+                    return Err(Error::IndexMismatch {
+                        key,
+                        problem: format!("history names log entry {seq}, which is not its record"),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,210 @@
+//! Opening the sled database and reading what identifies the journal in it.
+//!
+//! Why these settings: sled 0.34 writes a node larger than a quarter of its
+//! segment size to a blob file that it never fsyncs, so the journal's
+//! durability depends on the segment size (docs/journal.md, "Why frames"). Why
+//! no background flusher: every commit flushes itself, and then dropping the
+//! database releases its directory lock at once. Why the retries: a journal
+//! dropped a moment ago in this process still holds its lock until sled's
+//! background writes finish, and a journal of format 1 was created with
+//! another segment size, which sled refuses before its format can be read and
+//! named. Why the metadata is checked here: a journal of another format, or a
+//! sled database that is not a journal, must be refused before anything reads
+//! its log or index.
+
+use std::path::{Path, PathBuf};
+
+use backfill_core::{Digest, MAPPING_VERSION};
+use uuid::Uuid;
+
+use crate::journal::{decode_as, encode_as, SourceFingerprint};
+use crate::layout::{META_CURSOR, META_FORMAT, META_HEAD, META_ID, META_MAPPING, META_SOURCE};
+use crate::{Error, Result};
+
+/// The journal format this build writes and the only one it reads. Format 1
+/// stored a commit as one value with a serial per-entry chain
+/// (docs/journal.md).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// sled's segment (and I/O buffer) size for journals. sled 0.34 writes a node
+/// larger than a quarter of this to a blob file that it never fsyncs; 8 MiB
+/// keeps the journal's nodes (at most 17 frames of about 64 KiB, or status
+/// pages) inside sled's own log. Tests open journals with it.
+pub const SEGMENT_SIZE: usize = 8 << 20;
+
+/// sled's page cache.
+const CACHE_BYTES: u64 = 32 << 20;
+
+/// How long a busy directory lock is retried.
+const LOCK_WAIT_MS: u64 = 500;
+
+/// The sled settings of a journal. No background flusher: every commit
+/// flushes itself, and dropping the database releases its lock at once.
+pub(crate) fn sled_config(path: &Path, segment_size: usize) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        // sled's default cache is 1 GiB; the journal is written sequentially
+        // and read by page, so a small cache keeps the process's memory low.
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(segment_size)
+}
+
+/// Opens sled with the journal's settings. A directory lock that is busy is
+/// retried for half a second: sled finishes background writes of a database
+/// dropped a moment ago (in this process) before it lets go of the lock. A
+/// lock held by another process stays held, and then this fails.
+pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
+    let mut waited = 0;
+    let mut segment_size = SEGMENT_SIZE;
+    loop {
+        // No background flusher: every commit flushes itself.
+        let opened = std::panic::catch_unwind(|| sled_config(path, segment_size).open());
+        match opened {
+            Ok(Ok(db)) => return Ok(db),
+            // A journal of another format can have another segment size: open
+            // it with its own so that its format version is read and named.
+            Ok(Err(err)) if stored_segment_size(&err).is_some_and(|s| s != segment_size) => {
+                segment_size = stored_segment_size(&err).unwrap_or(SEGMENT_SIZE);
+            }
+            Ok(Err(err)) => match map_open_error(path, err) {
+                Error::Locked { .. } if waited < LOCK_WAIT_MS => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += 20;
+                }
+                other => return Err(other),
+            },
+            Err(_) => {
+                return Err(Error::Damaged {
+                    path: path.to_path_buf(),
+                    problem: "sled could not recover its files".into(),
+                })
+            }
+        }
+    }
+}
+
+/// The segment size a sled database was created with, from sled's refusal to
+/// open it with another one ("… please change it back to N").
+fn stored_segment_size(err: &sled::Error) -> Option<usize> {
+    match err {
+        sled::Error::Unsupported(message) if message.contains("io buffer size") => message
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.trim().parse().ok()),
+        _ => None,
+    }
+}
+
+fn map_open_error(path: &Path, err: sled::Error) -> Error {
+    match err {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            Error::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        sled::Error::Corruption { .. }
+        | sled::Error::Unsupported(_)
+        | sled::Error::ReportableBug(_) => Error::Damaged {
+            path: path.to_path_buf(),
+            problem: err.to_string(),
+        },
+        other => Error::Storage { source: other },
+    }
+}
+
+/// The journal's metadata, as read at open.
+pub(crate) struct Meta {
+    /// The journal id, created with it.
+    pub id: Uuid,
+    /// The mapping version the journal was created with.
+    pub mapping_version: u32,
+    /// The number of log entries (the chain head's position).
+    pub next_seq: u64,
+    /// The hash of the last log entry (the chain head).
+    pub head: Digest,
+    /// The source cursor, once moved.
+    pub cursor: Option<i64>,
+    /// The source, once bound.
+    pub source: Option<SourceFingerprint>,
+}
+
+impl Meta {
+    /// Reads the metadata of the journal in `db`, creating it if the database
+    /// is empty (a new journal).
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] if it is missing or malformed,
+    /// [`Error::NewerFormat`] or [`Error::OlderFormat`] for another format.
+    pub(crate) fn read_or_create(db: &sled::Db, path: &Path) -> Result<Self> {
+        let damaged = |problem: String| Error::Damaged {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let format = match db.get(META_FORMAT)? {
+            Some(bytes) => {
+                let array: [u8; 4] = bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| damaged("format version is not 4 bytes".into()))?;
+                u32::from_be_bytes(array)
+            }
+            None if db.is_empty() => {
+                let mut batch = sled::Batch::default();
+                batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(META_ID, Uuid::new_v4().as_bytes());
+                batch.insert(META_MAPPING, &MAPPING_VERSION.to_be_bytes());
+                batch.insert(META_HEAD, encode_as("head", &(0u64, Digest::default()))?);
+                db.apply_batch(batch)?;
+                db.flush()?;
+                FORMAT_VERSION
+            }
+            None => return Err(damaged("no format version: not a backfill journal".into())),
+        };
+        let path: PathBuf = path.to_path_buf();
+        if format > FORMAT_VERSION {
+            return Err(Error::NewerFormat {
+                path,
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if format < FORMAT_VERSION {
+            return Err(Error::OlderFormat {
+                path,
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let id = db
+            .get(META_ID)?
+            .and_then(|b| Uuid::from_slice(&b).ok())
+            .ok_or_else(|| damaged("journal id missing".into()))?;
+        let mapping_version = db
+            .get(META_MAPPING)?
+            .and_then(|b| b.as_ref().try_into().ok().map(u32::from_be_bytes))
+            .ok_or_else(|| damaged("mapping version missing".into()))?;
+        let (next_seq, head): (u64, Digest) = match db.get(META_HEAD)? {
+            Some(bytes) => decode_as(|| "head".into(), &bytes)?,
+            None => return Err(damaged("chain head missing".into())),
+        };
+        let cursor = match db.get(META_CURSOR)? {
+            Some(bytes) => Some(decode_as::<i64>(|| "cursor".into(), &bytes)?),
+            None => None,
+        };
+        let source = match db.get(META_SOURCE)? {
+            Some(bytes) => Some(decode_as::<SourceFingerprint>(|| "source".into(), &bytes)?),
+            None => None,
+        };
+        Ok(Self {
+            id,
+            mapping_version,
+            next_seq,
+            head,
+            cursor,
+            source,
+        })
+    }
+}
