@@ -53,7 +53,8 @@ pub enum Outcome {
 /// Why a group is skipped.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
+// Exhaustive on purpose: `backfill_journal::Reason` mirrors it, and a new
+// reason is a new mapping version.
 pub enum SkipReason {
     /// The group has no brand row (`competitor_name` NULL or blank).
     NoBrandRow,
@@ -71,7 +72,7 @@ impl SkipReason {
 /// Why a group is rejected.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
+// Exhaustive on purpose, as `SkipReason`.
 pub enum RejectReason {
     /// No `collector_results` row has this id.
     OrphanCollectorResult,

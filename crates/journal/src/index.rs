@@ -22,12 +22,12 @@ use crate::layout::{
     COUNT, PAGE, STATUS,
 };
 use crate::log::{Body, Entry};
-use crate::record::{fold, KeyStatus, State};
+use crate::record::{fold, KeyStatus, Reason, State};
 use crate::runs::Run;
 use crate::{Error, Result};
 
 /// Keys by (state, reason).
-pub(crate) type Counts = BTreeMap<(State, Option<String>), u64>;
+pub(crate) type Counts = BTreeMap<(State, Option<Reason>), u64>;
 
 /// A page of statuses: offset within the page → status.
 pub(crate) type Page = BTreeMap<u8, KeyStatus>;
@@ -87,7 +87,7 @@ pub(crate) fn load_counts(db: &sled::Db, path: &Path) -> Result<Counts> {
     let mut counts = Counts::new();
     for item in db.scan_prefix([COUNT]) {
         let (k, v) = item?;
-        let bucket: (State, Option<String>) = decode_as(|| "count key".into(), &k[1..])?;
+        let bucket: (State, Option<Reason>) = decode_as(|| "count key".into(), &k[1..])?;
         let value: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Damaged {
             path: path.to_path_buf(),
             problem: "count is not 8 bytes".into(),
@@ -156,7 +156,7 @@ impl Journal {
     }
 
     /// Keys by (state, reason), maintained with the index: O(1).
-    pub fn counts(&self) -> BTreeMap<(State, Option<String>), u64> {
+    pub fn counts(&self) -> BTreeMap<(State, Option<Reason>), u64> {
         let mut counts = self.inner().counts.clone();
         counts.retain(|_, n| *n > 0);
         counts

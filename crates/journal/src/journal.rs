@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use backfill_core::{decode, encode, Digest};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use crate::ids::JournalId;
+use crate::log::PassState;
 
 use crate::frame::Frame;
 use crate::index::{self, Counts};
@@ -45,6 +46,7 @@ pub(crate) struct Inner {
     pub head: Digest,
     pub counts: Counts,
     pub cursor: Option<i64>,
+    pub pass: Option<PassState>,
     pub source: Option<SourceFingerprint>,
 }
 
@@ -53,7 +55,7 @@ pub(crate) struct Inner {
 pub struct Journal {
     pub(crate) db: sled::Db,
     pub(crate) path: PathBuf,
-    id: Uuid,
+    id: JournalId,
     mapping_version: u32,
     inner: Mutex<Inner>,
     /// Threads a commit may encode on.
@@ -107,13 +109,14 @@ impl Journal {
         Ok(Self {
             db,
             path,
-            id: meta.id,
+            id: JournalId(meta.id),
             mapping_version: meta.mapping_version,
             inner: Mutex::new(Inner {
                 next_seq: meta.next_seq,
                 head: meta.head,
                 counts,
                 cursor: meta.cursor,
+                pass: meta.pass,
                 source: meta.source,
             }),
             threads: std::thread::available_parallelism()
@@ -135,7 +138,7 @@ impl Journal {
     }
 
     /// The journal id, created on first open.
-    pub fn id(&self) -> Uuid {
+    pub fn id(&self) -> JournalId {
         self.id
     }
 
@@ -152,6 +155,11 @@ impl Journal {
     /// Number of log entries.
     pub fn entries(&self) -> u64 {
         self.inner().next_seq
+    }
+
+    /// Where the pass over the source stands (`None`: no pass yet).
+    pub fn pass(&self) -> Option<PassState> {
+        self.inner().pass
     }
 
     /// The source cursor: the highest key fully planned.

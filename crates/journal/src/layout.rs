@@ -20,7 +20,6 @@
 //! writes.
 
 use backfill_core::encode;
-use uuid::Uuid;
 
 use crate::record::State;
 use crate::{Error, Result};
@@ -45,6 +44,7 @@ pub(crate) const META_MAPPING: &[u8] = b"Mmapping";
 pub(crate) const META_SOURCE: &[u8] = b"Msource";
 pub(crate) const META_CURSOR: &[u8] = b"Mcursor";
 pub(crate) const META_HEAD: &[u8] = b"Mhead";
+pub(crate) const META_PASS: &[u8] = b"Mpass";
 
 // Every metadata key is under the metadata prefix.
 const _: () = assert!(
@@ -54,6 +54,7 @@ const _: () = assert!(
         && META_SOURCE[0] == META
         && META_CURSOR[0] == META
         && META_HEAD[0] == META
+        && META_PASS[0] == META
 );
 
 /// Keys per status page: consecutive keys (as keyset pagination produces)
@@ -129,7 +130,7 @@ pub(crate) fn bitmap_page(key: &[u8]) -> Option<i64> {
 }
 
 /// The key of a count: `C` and the encoded (state, reason).
-pub(crate) fn count_key(bucket: &(State, Option<String>)) -> Result<Vec<u8>> {
+pub(crate) fn count_key(bucket: &(State, Option<crate::Reason>)) -> Result<Vec<u8>> {
     let encoded = encode(&(bucket.0, &bucket.1)).map_err(|source| Error::Decode {
         what: "count key".into(),
         source,
@@ -138,8 +139,8 @@ pub(crate) fn count_key(bucket: &(State, Option<String>)) -> Result<Vec<u8>> {
 }
 
 /// The key of a run.
-pub(crate) fn run_key(id: Uuid) -> Vec<u8> {
-    prefixed(RUN, id.as_bytes())
+pub(crate) fn run_key(id: crate::RunId) -> Vec<u8> {
+    prefixed(RUN, id.0.as_bytes())
 }
 
 #[cfg(test)]
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(page_key(-1), b"S\x7f\xff\xff\xff\xff\xff\xff\xff");
         assert_eq!(bitmap_key(State::Applied, 1), b"I\x01\x80\0\0\0\0\0\0\x01");
         assert_eq!(bitmap_end(State::Applied), b"I\x02");
-        let id = Uuid::from_bytes([7; 16]);
+        let id = crate::RunId(uuid::Uuid::from_bytes([7; 16]));
         assert_eq!(run_key(id)[..], [&b"R"[..], &[7; 16]].concat()[..]);
         assert_eq!(count_key(&(State::Pending, None)).unwrap()[0], b'C');
     }

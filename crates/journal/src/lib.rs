@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod frame;
+mod ids;
 mod index;
 mod journal;
 mod layout;
@@ -37,15 +38,77 @@ mod verify;
 pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
 pub use journal::{Journal, SourceFingerprint};
 pub use log::{Batch, Receipt};
-pub use record::{decide, fold, Decision, KeyStatus, Logged, Record, State};
-pub use runs::Run;
+pub use ids::{JournalId, RunId};
+pub use log::PassState;
+pub use record::{decide, fold, Decision, KeyStatus, Logged, Reason, Record, State};
+pub use runs::{Run, RunEnd};
 pub use store::{FORMAT_VERSION, SEGMENT_SIZE};
 pub use verify::{ChainProblem, ChainReport, IndexReport};
 
 use std::path::PathBuf;
 
 use backfill_core::Digest;
-use uuid::Uuid;
+pub use uuid::Uuid;
+
+/// What kind of problem an error is, across the crates: it decides the exit
+/// code and whether a run can be resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Something the operator must fix before anything can run: a setting, a
+    /// URL, a missing table or privilege, a journal in use (exit 2).
+    Configuration,
+    /// Interrupted by something passing (a lost connection, a timeout): the
+    /// same command, or `replay`, resumes (exit 3).
+    Resumable,
+    /// The record itself is in doubt: a damaged journal, a broken chain, a
+    /// mismatch between journal and target (exit 2, naming what is damaged).
+    Integrity,
+    /// Refused on purpose to protect data: another applier holds the lock,
+    /// the journal belongs to another source or target (exit 2).
+    Refused,
+}
+
+impl ErrorKind {
+    /// The name in JSON and in run records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Configuration => "configuration",
+            Self::Resumable => "resumable",
+            Self::Integrity => "integrity",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Locked { .. } | Self::OlderFormat { .. } | Self::NewerFormat { .. } => {
+                ErrorKind::Configuration
+            }
+            Self::SourceMismatch { .. } => ErrorKind::Refused,
+            // A journal that cannot be written (disk full, I/O) stops the run;
+            // what it holds is intact, so the run resumes once that is fixed.
+            Self::Storage { .. } => ErrorKind::Resumable,
+            Self::UnknownRun { .. } => ErrorKind::Configuration,
+            Self::Damaged { .. }
+            | Self::Decode { .. }
+            | Self::UnknownKey { .. }
+            | Self::KeyMismatch { .. }
+            | Self::ConflictingHash { .. }
+            | Self::ChainBroken { .. }
+            | Self::IndexMismatch { .. } => ErrorKind::Integrity,
+        }
+    }
+}
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +203,7 @@ pub enum Error {
     #[error("no run {run} in this journal")]
     UnknownRun {
         /// The run id.
-        run: Uuid,
+        run: RunId,
     },
     /// The hash chain is broken.
     #[error("hash chain broken at log position {position}: {problem}")]

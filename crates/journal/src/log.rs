@@ -16,11 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use backfill_core::{Digest, MigrationEvent, Timestamp};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use crate::ids::RunId;
 
 use crate::frame::{self, Frame};
 use crate::journal::{decode_as, encode_as, Journal};
-use crate::layout::{frame_first_seq, log_key, META_CURSOR, META_HEAD};
+use crate::layout::{frame_first_seq, log_key, META_CURSOR, META_HEAD, META_PASS};
 use crate::record::{Logged, Record};
 use crate::runs::Run;
 use crate::{Error, Result};
@@ -30,7 +30,7 @@ use crate::{Error, Result};
 pub(crate) struct Entry {
     pub seq: u64,
     pub at: Timestamp,
-    pub run: Option<Uuid>,
+    pub run: Option<RunId>,
     pub body: Body,
 }
 
@@ -43,12 +43,25 @@ pub(crate) enum Body {
     RunEnded { run: Run },
 }
 
+/// Where the journal's pass over the source stands. A pass reads the source
+/// in key order from the cursor; `Reading` until it reached the end, so a
+/// replay after a kill, a crash or a stop knows to finish it first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassState {
+    /// A pass started and has not reached the end of the source.
+    Reading,
+    /// The last pass read the source to its end.
+    Exhausted,
+}
+
 /// Records to append atomically, with one flush.
 #[derive(Default)]
 pub struct Batch {
-    pub(crate) run: Option<Uuid>,
+    pub(crate) run: Option<RunId>,
     pub(crate) items: Vec<Body>,
     pub(crate) cursor: Option<i64>,
+    pub(crate) pass: Option<PassState>,
 }
 
 impl Batch {
@@ -58,7 +71,7 @@ impl Batch {
     }
 
     /// An empty batch whose records belong to `run`.
-    pub fn for_run(run: Uuid) -> Self {
+    pub fn for_run(run: RunId) -> Self {
         Self {
             run: Some(run),
             ..Self::default()
@@ -86,14 +99,20 @@ impl Batch {
         self
     }
 
+    /// Records where the pass over the source stands, with this batch.
+    pub fn pass(&mut self, state: PassState) -> &mut Self {
+        self.pass = Some(state);
+        self
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
-    /// True if there are no records and no cursor move.
+    /// True if there are no records, no cursor move and no pass change.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.cursor.is_none()
+        self.items.is_empty() && self.cursor.is_none() && self.pass.is_none()
     }
 }
 
@@ -165,6 +184,9 @@ impl Journal {
         if let Some(cursor) = batch.cursor {
             writes.insert(META_CURSOR, encode_as("cursor", &cursor)?);
         }
+        if let Some(pass) = batch.pass {
+            writes.insert(META_PASS, encode_as("pass", &pass)?);
+        }
         self.db.apply_batch(writes)?;
         self.db.flush()?;
         inner.next_seq = seq;
@@ -172,6 +194,9 @@ impl Journal {
         inner.counts = counts;
         if batch.cursor.is_some() {
             inner.cursor = batch.cursor;
+        }
+        if batch.pass.is_some() {
+            inner.pass = batch.pass;
         }
         Ok(Receipt {
             first_seq,

@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use backfill_core::{Digest, MigrationEvent, Outcome, Timestamp};
+use backfill_core::{Digest, MigrationEvent, Outcome, RejectReason, SkipReason, Timestamp};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use crate::ids::RunId;
 
 use crate::{Error, Result};
 
@@ -23,7 +23,7 @@ pub enum Record {
     /// The event's rows were committed to the target.
     Applied {
         /// The run that applied it.
-        run: Uuid,
+        run: RunId,
         /// The batch number within the run.
         batch: u64,
         /// The content hash that was written (must match the planned event).
@@ -31,13 +31,13 @@ pub enum Record {
     },
     /// Nothing written, for a reason (e.g. `existing_in_target`).
     Skipped {
-        /// The stable reason code.
-        reason: String,
+        /// Why.
+        reason: Reason,
     },
     /// The key cannot be written as it is.
     Rejected {
-        /// The stable reason code.
-        reason: String,
+        /// Why.
+        reason: Reason,
     },
     /// Writing failed; the database's error.
     Failed {
@@ -54,7 +54,7 @@ pub enum Record {
     /// The key's rows were removed from the target by `rollback`.
     RolledBack {
         /// The run that rolled it back.
-        run: Uuid,
+        run: RunId,
     },
 }
 
@@ -70,6 +70,86 @@ impl Record {
             Self::Drifted { .. } => "drifted",
             Self::RolledBack { .. } => "rolled_back",
         }
+    }
+}
+
+/// Why a key was skipped or rejected: the core's reasons, plus the ones the
+/// pipeline adds. Stored as an enum, printed as its stable code.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// Skipped: the group has no brand row.
+    NoBrandRow,
+    /// Skipped: a fact that is not this journal's is in the target.
+    ExistingInTarget,
+    /// Rejected: no `collector_results` row.
+    OrphanCollectorResult,
+    /// Rejected: no customer id from the brand row or `brands`.
+    MissingCustomerId,
+    /// Rejected: a value does not fit `numeric(5,2)`.
+    ValueOutOfRange,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 5] = [
+        Reason::NoBrandRow,
+        Reason::ExistingInTarget,
+        Reason::OrphanCollectorResult,
+        Reason::MissingCustomerId,
+        Reason::ValueOutOfRange,
+    ];
+
+    /// The stable code used in JSON, summaries and on the command line.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoBrandRow => SkipReason::NoBrandRow.code(),
+            Self::ExistingInTarget => "existing_in_target",
+            Self::OrphanCollectorResult => RejectReason::OrphanCollectorResult.code(),
+            Self::MissingCustomerId => "missing_customer_id",
+            Self::ValueOutOfRange => "value_out_of_range",
+        }
+    }
+}
+
+impl From<&SkipReason> for Reason {
+    fn from(reason: &SkipReason) -> Self {
+        match reason {
+            SkipReason::NoBrandRow => Self::NoBrandRow,
+        }
+    }
+}
+
+impl From<&RejectReason> for Reason {
+    fn from(reason: &RejectReason) -> Self {
+        match reason {
+            RejectReason::OrphanCollectorResult => Self::OrphanCollectorResult,
+            RejectReason::MissingCustomerId { .. } => Self::MissingCustomerId,
+            RejectReason::ValueOutOfRange { .. } => Self::ValueOutOfRange,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.code() == s)
+            .ok_or_else(|| {
+                let codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+                format!("unknown reason {s:?}; expected one of {}", codes.join(", "))
+            })
     }
 }
 
@@ -151,7 +231,7 @@ pub struct KeyStatus {
     /// The current state.
     pub state: State,
     /// The reason code, where the state has one (skipped, rejected).
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// The last failure's error, while the state is `failed`.
     pub error: Option<String>,
     /// Log position of the current event's `Planned` record.
@@ -170,8 +250,8 @@ pub struct KeyStatus {
 
 impl KeyStatus {
     /// The (state, reason) bucket the key is counted in.
-    pub fn bucket(&self) -> (State, Option<String>) {
-        (self.state, self.reason.clone())
+    pub fn bucket(&self) -> (State, Option<Reason>) {
+        (self.state, self.reason)
     }
 }
 
@@ -192,8 +272,8 @@ pub fn fold(
         }
         let (state, reason) = match &event.outcome {
             Outcome::Migrate(_) => (State::Pending, None),
-            Outcome::Skip(r) => (State::Skipped, Some(r.code().to_owned())),
-            Outcome::Reject(r) => (State::Rejected, Some(r.code().to_owned())),
+            Outcome::Skip(r) => (State::Skipped, Some(Reason::from(r))),
+            Outcome::Reject(r) => (State::Rejected, Some(Reason::from(r))),
         };
         let mut history = previous.map(|p| p.history.clone()).unwrap_or_default();
         history.push(seq);
@@ -234,11 +314,11 @@ pub fn fold(
         }
         Record::Skipped { reason } => {
             next.state = State::Skipped;
-            next.reason = Some(reason.clone());
+            next.reason = Some(*reason);
         }
         Record::Rejected { reason } => {
             next.state = State::Rejected;
-            next.reason = Some(reason.clone());
+            next.reason = Some(*reason);
         }
         Record::Failed { error, .. } => {
             next.state = State::Failed;
@@ -262,7 +342,7 @@ pub struct Logged {
     /// When it was appended.
     pub at: Timestamp,
     /// The run that appended it, if any.
-    pub run: Option<Uuid>,
+    pub run: Option<RunId>,
     /// The record.
     pub record: Record,
 }
@@ -331,7 +411,7 @@ mod tests {
     fn decide_same_source_is_unchanged_in_every_state() {
         let e = event("1");
         let applied = Record::Applied {
-            run: uuid::Uuid::nil(),
+            run: RunId::NIL,
             batch: 0,
             content_hash: e.content_hash,
         };
@@ -361,7 +441,7 @@ mod tests {
         let applied = status_after(&[
             Record::Planned { event: old.clone() },
             Record::Applied {
-                run: uuid::Uuid::nil(),
+                run: RunId::NIL,
                 batch: 0,
                 content_hash: old.content_hash,
             },
@@ -370,7 +450,7 @@ mod tests {
         let drifted = status_after(&[
             Record::Planned { event: old.clone() },
             Record::Applied {
-                run: uuid::Uuid::nil(),
+                run: RunId::NIL,
                 batch: 0,
                 content_hash: old.content_hash,
             },

@@ -9,18 +9,37 @@
 
 use backfill_core::Timestamp;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use crate::ids::RunId;
+use crate::ErrorKind;
 
 use crate::journal::{decode_as, Journal};
 use crate::layout::{run_key, RUN};
 use crate::log::{now, Batch, Body};
 use crate::{Error, Result};
 
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// It did all it was asked.
+    Completed,
+    /// A stop (signal, control) ended it after the batch in flight:
+    /// resumable.
+    Interrupted,
+    /// An error ended it.
+    Stopped {
+        /// What kind of error.
+        kind: ErrorKind,
+        /// The error, as printed.
+        error: String,
+    },
+}
+
 /// One invocation of a command that changed the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
     /// Run id (also in `backfill.ledger`).
-    pub id: Uuid,
+    pub id: RunId,
     /// The command (`plan`, `replay`, `run`, `rollback`, …).
     pub command: String,
     /// The options that matter, as name/value pairs.
@@ -29,19 +48,22 @@ pub struct Run {
     pub started_at: Timestamp,
     /// When it ended, if it did.
     pub ended_at: Option<Timestamp>,
-    /// Its final counts, by name.
+    /// How it ended, once it did.
+    pub end: Option<RunEnd>,
+    /// What it counted (keys by result), by name.
     pub counts: Vec<(String, u64)>,
 }
 
 impl Journal {
     /// Records the start of a run and returns its id.
-    pub fn start_run(&self, command: &str, options: Vec<(String, String)>) -> Result<Uuid> {
+    pub fn start_run(&self, command: &str, options: Vec<(String, String)>) -> Result<RunId> {
         let run = Run {
-            id: Uuid::new_v4(),
+            id: RunId::new_random(),
             command: command.to_owned(),
             options,
             started_at: now(),
             ended_at: None,
+            end: None,
             counts: Vec::new(),
         };
         let id = run.id;
@@ -51,10 +73,11 @@ impl Journal {
         Ok(id)
     }
 
-    /// Records the end of a run with its counts.
-    pub fn end_run(&self, id: Uuid, counts: Vec<(String, u64)>) -> Result<()> {
+    /// Records the end of a run: how it ended and what it counted.
+    pub fn end_run(&self, id: RunId, end: RunEnd, counts: Vec<(String, u64)>) -> Result<()> {
         let mut run = self.run(id)?.ok_or(Error::UnknownRun { run: id })?;
         run.ended_at = Some(now());
+        run.end = Some(end);
         run.counts = counts;
         let mut batch = Batch::for_run(id);
         batch.items.push(Body::RunEnded { run });
@@ -63,7 +86,7 @@ impl Journal {
     }
 
     /// A run by id.
-    pub fn run(&self, id: Uuid) -> Result<Option<Run>> {
+    pub fn run(&self, id: RunId) -> Result<Option<Run>> {
         self.db
             .get(run_key(id))?
             .map(|bytes| decode_as(|| format!("run {id}"), &bytes))

@@ -18,13 +18,16 @@ use backfill_core::{Digest, MAPPING_VERSION};
 use uuid::Uuid;
 
 use crate::journal::{decode_as, encode_as, SourceFingerprint};
-use crate::layout::{META_CURSOR, META_FORMAT, META_HEAD, META_ID, META_MAPPING, META_SOURCE};
+use crate::layout::{
+    META_CURSOR, META_FORMAT, META_HEAD, META_ID, META_MAPPING, META_PASS, META_SOURCE,
+};
+use crate::log::PassState;
 use crate::{Error, Result};
 
 /// The journal format this build writes and the only one it reads. Format 1
 /// stored a commit as one value with a serial per-entry chain
 /// (docs/journal.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// sled's segment (and I/O buffer) size for journals. sled 0.34 writes a node
 /// larger than a quarter of this to a blob file that it never fsyncs; 8 MiB
@@ -127,6 +130,8 @@ pub(crate) struct Meta {
     pub head: Digest,
     /// The source cursor, once moved.
     pub cursor: Option<i64>,
+    /// Where the pass over the source stands.
+    pub pass: Option<PassState>,
     /// The source, once bound.
     pub source: Option<SourceFingerprint>,
 }
@@ -194,6 +199,10 @@ impl Meta {
             Some(bytes) => Some(decode_as::<i64>(|| "cursor".into(), &bytes)?),
             None => None,
         };
+        let pass = match db.get(META_PASS)? {
+            Some(bytes) => Some(decode_as::<PassState>(|| "pass".into(), &bytes)?),
+            None => None,
+        };
         let source = match db.get(META_SOURCE)? {
             Some(bytes) => Some(decode_as::<SourceFingerprint>(|| "source".into(), &bytes)?),
             None => None,
@@ -204,6 +213,7 @@ impl Meta {
             next_seq,
             head,
             cursor,
+            pass,
             source,
         })
     }

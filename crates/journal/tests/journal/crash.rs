@@ -29,7 +29,7 @@ fn crash_child() {
     let Ok(dir) = std::env::var(ENV) else { return };
     let journal = Journal::open(&dir).unwrap();
     let mut b = journal.cursor().map_or(0, |c| c / PER_BATCH + 1);
-    let run = Uuid::from_u128(1);
+    let run = backfill_journal::RunId(Uuid::from_u128(1));
     loop {
         let mut batch = Batch::for_run(run);
         for key in b * PER_BATCH..(b + 1) * PER_BATCH {

@@ -1,7 +1,7 @@
 //! What opening refuses: a held journal, a newer format, damaged files.
 
 use backfill_journal::testing;
-use backfill_journal::{Error, Journal, SourceFingerprint, FORMAT_VERSION};
+use backfill_journal::{Error, Journal, RunEnd, RunId, SourceFingerprint, FORMAT_VERSION};
 
 #[test]
 fn a_second_open_of_a_held_journal_fails_at_once_naming_the_path() {
@@ -129,15 +129,18 @@ fn runs_are_recorded_with_options_and_counts() {
     let id = journal
         .start_run("replay", vec![("batch-size".into(), "500".into())])
         .unwrap();
-    journal.end_run(id, vec![("applied".into(), 12)]).unwrap();
+    journal
+        .end_run(id, RunEnd::Completed, vec![("applied".into(), 12)])
+        .unwrap();
     let runs = journal.runs().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].command, "replay");
     assert_eq!(runs[0].counts, vec![("applied".to_owned(), 12)]);
+    assert_eq!(runs[0].end, Some(RunEnd::Completed));
     assert!(runs[0].ended_at.unwrap() >= runs[0].started_at);
     assert_eq!(journal.verify_chain().unwrap().entries, 2);
     assert!(matches!(
-        journal.end_run(uuid::Uuid::nil(), vec![]),
+        journal.end_run(RunId::NIL, RunEnd::Completed, vec![]),
         Err(Error::UnknownRun { .. })
     ));
 }

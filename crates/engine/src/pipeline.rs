@@ -1,0 +1,559 @@
+//! The stages, written once: read → plan → record → apply → record.
+//!
+//! Why three tasks with bounded channels in a source pass: reading (source
+//! I/O), planning plus journaling (CPU and fsync) and applying (target I/O)
+//! overlap on two cores, while at most one batch waits between stages, so
+//! memory does not grow with the data. The journal is written before the
+//! target for every batch: a crash at any point leaves keys pending (applied
+//! by the next replay) or applied with a ledger row (reconciled as applied),
+//! never lost and never written twice. Every await honours the run's stop;
+//! the sink's transaction is abandoned only by an abort.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use backfill_core::{plan, Digest, Directories, MigrationEvent, Outcome};
+use backfill_journal::{decide, Batch, Decision, Journal, PassState, Reason, Record, RunId, State};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{Event, Phase, RunControl, WaitReason};
+use crate::engine::Engine;
+use crate::sink::{ApplyError, ApplyOutcome, KeyOutcome, OnConflict, Sink};
+use crate::source::{KeyRange, Source, SourceBatch};
+use crate::summary::{KeyResult, Summary, MAX_FAILURES};
+use crate::throttle::Throttle;
+use crate::{Error, Result};
+
+/// Keys already attempted in this run: a key that failed in one step is not
+/// retried by a later step of the same run (its failure is counted once).
+#[derive(Default)]
+pub(crate) struct Attempted {
+    failed: HashSet<i64>,
+}
+
+/// One planned batch on its way to the applier.
+struct Planned {
+    /// Keys to apply (new events, and unchanged ones still pending or failed).
+    events: Vec<MigrationEvent>,
+    /// What planning counted.
+    summary: Summary,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+async fn commit(journal: &Arc<Journal>, batch: Batch) -> Result<()> {
+    let journal = journal.clone();
+    blocking(move || journal.commit(batch).map(|_| ()).map_err(Error::from)).await
+}
+
+/// Records a (re)planned event: counted, queued for the sink if it migrates,
+/// appended to the journal batch.
+fn record_plan(
+    event: MigrationEvent,
+    records: &mut Batch,
+    to_apply: &mut Vec<MigrationEvent>,
+    summary: &mut Summary,
+) {
+    summary.keys_planned += 1;
+    match &event.outcome {
+        Outcome::Migrate(_) => to_apply.push(event.clone()),
+        Outcome::Skip(r) => summary.count(KeyResult::Skipped(Reason::from(r))),
+        Outcome::Reject(r) => summary.count(KeyResult::Rejected(Reason::from(r))),
+    }
+    records.plan(event);
+}
+
+/// Plans a batch of groups against the journal and records it (with the
+/// cursor) in one commit.
+fn plan_batch(
+    journal: &Journal,
+    dirs: &Directories,
+    batch: SourceBatch,
+    run: RunId,
+) -> Result<Planned> {
+    let mut summary = Summary {
+        source_rows: u64::try_from(batch.rows).unwrap_or(u64::MAX),
+        keys_read: u64::try_from(batch.groups.len()).unwrap_or(u64::MAX),
+        ..Summary::default()
+    };
+    let last_key = batch.last_key();
+    let mut records = Batch::for_run(run);
+    let mut events = Vec::with_capacity(batch.groups.len());
+    for (key, rows) in batch.groups {
+        let event = plan(key, &rows, dirs)?;
+        summary.notes_of(&event.notes);
+        let status = journal.status(key)?;
+        match decide(status.as_ref(), &event) {
+            Decision::Plan => record_plan(event, &mut records, &mut events, &mut summary),
+            Decision::Unchanged => {
+                summary.keys_unchanged += 1;
+                if matches!(
+                    status.map(|s| s.state),
+                    Some(State::Pending | State::Failed)
+                ) {
+                    events.push(event);
+                }
+            }
+            Decision::Drift => {
+                summary.keys_drifted += 1;
+                records.record(
+                    key,
+                    Record::Drifted {
+                        new_source_hash: event.source_hash,
+                    },
+                );
+            }
+        }
+    }
+    if let Some(last) = last_key {
+        records.cursor(last);
+    }
+    journal.commit(records)?;
+    Ok(Planned { events, summary })
+}
+
+/// What the spawned stages of a source pass share.
+struct Stage<S> {
+    source: Arc<S>,
+    journal: Arc<Journal>,
+    control: RunControl,
+    /// Cancelled by a stop, or by the pass itself after an error.
+    token: CancellationToken,
+}
+
+impl<S> Clone for Stage<S> {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            journal: self.journal.clone(),
+            control: self.control.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// The reader stage: keyset pages of the range, paced and pausable. Returns
+/// true if the range was read to its end.
+async fn read<S: Source>(
+    stage: Stage<S>,
+    range: KeyRange,
+    mut after: Option<i64>,
+    tx: mpsc::Sender<SourceBatch>,
+) -> Result<bool> {
+    let Stage {
+        source,
+        control,
+        token,
+        ..
+    } = stage;
+    let started = Instant::now();
+    let mut throttle = Throttle::new();
+    loop {
+        if !control.wait_while_paused(&token).await {
+            return Ok(false);
+        }
+        let limits = control.limits();
+        let next = tokio::select! {
+            () = token.cancelled() => return Ok(false),
+            next = source.next_batch(range, after, limits.batch_size.max(1)) => next?,
+        };
+        let Some(batch) = next else {
+            return Ok(true);
+        };
+        after = batch.last_key();
+        let rows = u64::try_from(batch.rows).unwrap_or(u64::MAX);
+        let wait = throttle.after_batch(started.elapsed(), rows, limits.max_rows_per_sec);
+        if tx.send(batch).await.is_err() {
+            return Ok(false);
+        }
+        if !wait.is_zero() {
+            control.emit(Event::Waiting(WaitReason::Throttled { wait }));
+            if !RunControl::sleep(&token, wait).await {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// The planner stage: directories for the batch's keys, then plan and record
+/// on a blocking thread.
+async fn plan_stage<S: Source>(
+    stage: Stage<S>,
+    mut dirs: Directories,
+    run: RunId,
+    mut rx: mpsc::Receiver<SourceBatch>,
+    tx: mpsc::Sender<Planned>,
+) -> Result<()> {
+    let Stage {
+        source,
+        journal,
+        control,
+        token,
+    } = stage;
+    loop {
+        let batch = tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            batch = rx.recv() => match batch { Some(b) => b, None => return Ok(()) },
+        };
+        let keys = batch.keys();
+        tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            loaded = source.load_collector_results(&mut dirs, &keys) => loaded?,
+        }
+        let journal = journal.clone();
+        let (planned, back) = blocking(move || {
+            let planned = plan_batch(&journal, &dirs, batch, run)?;
+            Ok((planned, dirs))
+        })
+        .await?;
+        dirs = back;
+        control.emit(Event::RowsPlanned {
+            rows: planned.summary.source_rows,
+            keys: planned.summary.keys_read,
+        });
+        if tx.send(planned).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+impl<S: Source> Engine<S> {
+    /// Reads the source (from the cursor, or from the start with `rescan`),
+    /// plans and records every batch, and applies it if `apply`.
+    pub(crate) async fn source_pass<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        rescan: bool,
+        apply: bool,
+        summary: &mut Summary,
+        attempted: &mut Attempted,
+    ) -> Result<()> {
+        let phase = Phase::SourcePass { applying: apply };
+        let dirs = self.source.load_directories().await?;
+        let total = self.source.estimate_rows().await?;
+        let mut open = Batch::for_run(run);
+        open.pass(PassState::Reading);
+        commit(&self.journal, open).await?;
+        self.control.emit(Event::PhaseStarted { phase, total });
+
+        let token = self.control.pass_token();
+        let stage = Stage {
+            source: self.source.clone(),
+            journal: self.journal.clone(),
+            control: self.control.clone(),
+            token: token.clone(),
+        };
+        let after = if rescan { None } else { self.journal.cursor() };
+        let (read_tx, read_rx) = mpsc::channel::<SourceBatch>(1);
+        let (plan_tx, mut plan_rx) = mpsc::channel::<Planned>(1);
+        let reading = tokio::spawn(read(stage.clone(), self.settings.range, after, read_tx));
+        let planning = tokio::spawn(plan_stage(stage, dirs, run, read_rx, plan_tx));
+
+        let mut result = Ok(());
+        let mut batch_no = 0u64;
+        // Every planned batch is counted, also after a stop: its keys are in
+        // the journal. Only batches before the stop are applied.
+        while let Some(planned) = plan_rx.recv().await {
+            summary.merge(planned.summary);
+            if !apply || result.is_err() || self.control.is_stopping() {
+                continue;
+            }
+            batch_no += 1;
+            let applied = self
+                .apply_batch(
+                    sink,
+                    run,
+                    batch_no,
+                    &planned.events,
+                    self.settings.on_conflict,
+                    summary,
+                    attempted,
+                )
+                .await;
+            if let Err(error) = applied {
+                token.cancel();
+                result = Err(error);
+            }
+        }
+        let exhausted = join(reading).await;
+        let planned = join(planning).await;
+        result?;
+        let exhausted = exhausted?;
+        planned?;
+        if exhausted && !self.control.is_stopping() {
+            let mut done = Batch::for_run(run);
+            done.pass(PassState::Exhausted);
+            commit(&self.journal, done).await?;
+        }
+        self.control.emit(Event::PhaseFinished { phase });
+        Ok(())
+    }
+
+    /// Applies the keys the journal holds in `states`, in key order.
+    pub(crate) async fn journal_pass<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        states: &[State],
+        summary: &mut Summary,
+        attempted: &mut Attempted,
+    ) -> Result<()> {
+        let phase = Phase::Journal;
+        let total: u64 = states.iter().map(|s| self.journal.count(*s)).sum();
+        self.control.emit(Event::PhaseStarted {
+            phase,
+            total: Some(total),
+        });
+        let token = self.control.pass_token();
+        let range = self.settings.range;
+        let mut batch_no = 0u64;
+        for state in states {
+            let mut from = range.start;
+            loop {
+                if !self.control.wait_while_paused(&token).await {
+                    break;
+                }
+                let limit = self.control.limits().batch_size.max(1);
+                let mut keys = Vec::with_capacity(limit);
+                for key in self.journal.keys_in_state(*state, from) {
+                    let key = key?;
+                    if !range.contains(key) {
+                        break;
+                    }
+                    if attempted.failed.contains(&key) {
+                        continue;
+                    }
+                    keys.push(key);
+                    if keys.len() == limit {
+                        break;
+                    }
+                }
+                let Some(&last) = keys.last() else { break };
+                let mut events = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(event) = self.journal.event(key)? {
+                        events.push(event);
+                    }
+                }
+                batch_no += 1;
+                self.apply_batch(
+                    sink,
+                    run,
+                    batch_no,
+                    &events,
+                    self.settings.on_conflict,
+                    summary,
+                    attempted,
+                )
+                .await?;
+                match last.checked_add(1) {
+                    Some(next) => from = Some(next),
+                    None => break,
+                }
+            }
+        }
+        self.control.emit(Event::PhaseFinished { phase });
+        Ok(())
+    }
+
+    /// Re-plans every drifted key from the source as it is now and replaces
+    /// its rows (they are this journal's). The key's history keeps both
+    /// events.
+    pub(crate) async fn drifted_pass<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        summary: &mut Summary,
+        attempted: &mut Attempted,
+    ) -> Result<()> {
+        let phase = Phase::Drifted;
+        let range = self.settings.range;
+        let drifted: Vec<i64> = self
+            .journal
+            .keys_in_state(State::Drifted, range.start)
+            .filter(|k| k.as_ref().map_or(true, |k| range.contains(*k)))
+            .collect::<std::result::Result<_, _>>()?;
+        self.control.emit(Event::PhaseStarted {
+            phase,
+            total: u64::try_from(drifted.len()).ok(),
+        });
+        let token = self.control.pass_token();
+        let mut dirs = self.source.load_directories().await?;
+        let mut batch_no = 0u64;
+        let mut rest = drifted.as_slice();
+        while !rest.is_empty() {
+            if !self.control.wait_while_paused(&token).await {
+                break;
+            }
+            let (keys, tail) = rest.split_at(self.control.limits().batch_size.clamp(1, rest.len()));
+            rest = tail;
+            let batch = self.source.groups_of(keys).await?;
+            self.source.load_collector_results(&mut dirs, keys).await?;
+            let mut records = Batch::for_run(run);
+            let mut events = Vec::new();
+            for (key, rows) in &batch.groups {
+                let event = plan(*key, rows, &dirs)?;
+                record_plan(event, &mut records, &mut events, summary);
+            }
+            if sink.writes() {
+                commit(&self.journal, records).await?;
+            }
+            batch_no += 1;
+            self.apply_batch(
+                sink,
+                run,
+                batch_no,
+                &events,
+                OnConflict::Replace,
+                summary,
+                attempted,
+            )
+            .await?;
+        }
+        self.control.emit(Event::PhaseFinished { phase });
+        Ok(())
+    }
+
+    /// Applies one batch (isolating refused keys) and records the outcomes.
+    /// Outcomes of the parts committed before an error are recorded too.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_batch<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        batch_no: u64,
+        events: &[MigrationEvent],
+        on_conflict: OnConflict,
+        summary: &mut Summary,
+        attempted: &mut Attempted,
+    ) -> Result<()> {
+        let migrating: Vec<&MigrationEvent> = events
+            .iter()
+            .filter(|e| e.target_rows().is_some())
+            .collect();
+        if migrating.is_empty() {
+            return Ok(());
+        }
+        fail::fail_point!("engine::before_apply", |_| Err(Error::FailPoint(
+            "engine::before_apply"
+        )));
+        let started = Instant::now();
+        let (outcome, stopped) = self.isolate(sink, run, &migrating, on_conflict).await;
+        let duration = started.elapsed();
+        fail::fail_point!("engine::after_apply", |_| Err(Error::FailPoint(
+            "engine::after_apply"
+        )));
+        summary.tables.add(&outcome.tables);
+        if !outcome.keys.is_empty() {
+            summary.batches += 1;
+        }
+        let hashes: HashMap<i64, Digest> = migrating
+            .iter()
+            .map(|e| (e.collector_result_id, e.content_hash))
+            .collect();
+        let mut records = Batch::for_run(run);
+        let (mut applied, mut failed) = (0u64, 0u64);
+        for (key, outcome) in &outcome.keys {
+            let result = match outcome {
+                KeyOutcome::Applied => KeyResult::Applied,
+                KeyOutcome::AlreadyApplied => KeyResult::AlreadyApplied,
+                KeyOutcome::ExistingInTarget => KeyResult::Skipped(Reason::ExistingInTarget),
+                KeyOutcome::Failed(error) => {
+                    attempted.failed.insert(*key);
+                    if summary.failures.len() < MAX_FAILURES {
+                        summary.failures.push((*key, error.clone()));
+                    }
+                    KeyResult::Failed
+                }
+            };
+            summary.count(result);
+            match result {
+                KeyResult::Applied | KeyResult::AlreadyApplied => applied += 1,
+                KeyResult::Failed => failed += 1,
+                _ => {}
+            }
+            if !sink.writes() {
+                continue;
+            }
+            let record = match outcome {
+                KeyOutcome::Applied | KeyOutcome::AlreadyApplied => Record::Applied {
+                    run,
+                    batch: batch_no,
+                    content_hash: hashes[key],
+                },
+                KeyOutcome::ExistingInTarget => Record::Skipped {
+                    reason: Reason::ExistingInTarget,
+                },
+                KeyOutcome::Failed(error) => Record::Failed {
+                    error: error.clone(),
+                    attempt: self
+                        .journal
+                        .status(*key)?
+                        .map_or(1, |s| s.failures.saturating_add(1)),
+                },
+            };
+            records.record(*key, record);
+        }
+        if sink.writes() && !records.is_empty() {
+            commit(&self.journal, records).await?;
+        }
+        self.control.emit(Event::BatchApplied {
+            keys: u64::try_from(outcome.keys.len()).unwrap_or(u64::MAX),
+            applied,
+            failed,
+            duration,
+        });
+        match stopped {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `events`; a refused part is split in halves until the refused
+    /// keys are alone, and only those fail. Returns what committed, and the
+    /// error that stopped it (none after an abort: that is a stop).
+    async fn isolate<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        events: &[&MigrationEvent],
+        on_conflict: OnConflict,
+    ) -> (ApplyOutcome, Option<Error>) {
+        let mut outcome = ApplyOutcome::default();
+        let mut work: Vec<&[&MigrationEvent]> = vec![events];
+        while let Some(part) = work.pop() {
+            if part.is_empty() {
+                continue;
+            }
+            let applied = tokio::select! {
+                () = self.control.aborted() => return (outcome, None),
+                applied = sink.apply(run, part, on_conflict) => applied,
+            };
+            match applied {
+                Ok(done) => outcome.extend(done),
+                Err(ApplyError::Refused(error)) if part.len() == 1 => outcome
+                    .keys
+                    .push((part[0].collector_result_id, KeyOutcome::Failed(error))),
+                Err(ApplyError::Refused(_)) => {
+                    let (left, right) = part.split_at(part.len() / 2);
+                    work.push(right);
+                    work.push(left);
+                }
+                Err(ApplyError::Stop(error)) => return (outcome, Some(error)),
+            }
+        }
+        (outcome, None)
+    }
+}
+
+async fn join<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    task.await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
