@@ -1,10 +1,11 @@
 //! The auditor path: verify, drift, rollback, against real Postgres.
 
+use backfill_engine::{KeyResult, Mode, NullSink};
 use backfill_journal::{Journal, State};
+use backfill_postgres::audit::RollbackOptions;
 use backfill_postgres::audit::{self, Finding};
-use backfill_postgres::{EngineOptions, OnConflict, PostgresSink};
 
-use crate::support::{batches, count, Harness};
+use crate::support::{batches, count, Harness, Opts};
 
 async fn exec(h: &Harness, sql: &str) {
     sqlx::raw_sql(sql).execute(&h.db.pool).await.unwrap();
@@ -113,36 +114,39 @@ async fn drift_is_detected_and_reapplied_with_history() {
     let before = h.journal.event(40).unwrap().unwrap();
     exec(&h, "UPDATE extracted_positions SET topic = 'changed upstream' WHERE collector_result_id = 40 AND competitor_name IS NULL").await;
 
-    let run = h.journal.start_run("plan", vec![]).unwrap();
+    let rescan = Opts {
+        rescan: true,
+        ..batches(30)
+    };
+    let plan = Mode::Plan { rescan: true };
     let summary = h
-        .engine(EngineOptions {
-            rescan: true,
-            ..batches(30)
-        })
-        .plan(run)
+        .engine(rescan)
+        .execute(plan, &mut NullSink)
         .await
+        .into_result()
         .unwrap();
     assert_eq!(summary.keys_drifted, 1);
     assert_eq!(summary.keys_unchanged, 79);
     assert_eq!(h.journal.status(40).unwrap().unwrap().state, State::Drifted);
     // Planning again does not drift it twice.
     let summary = h
-        .engine(EngineOptions {
-            rescan: true,
-            ..batches(30)
-        })
-        .plan(run)
+        .engine(rescan)
+        .execute(plan, &mut NullSink)
         .await
+        .into_result()
         .unwrap();
     assert_eq!(summary.keys_drifted, 0);
 
-    let mut replace = PostgresSink::new(h.db.pool.clone(), h.journal.id(), OnConflict::Replace);
     let summary = h
-        .engine(batches(30))
-        .reapply_drifted(&mut replace, run)
-        .await
-        .unwrap();
-    assert_eq!(summary.outcomes.get("applied"), Some(&1));
+        .execute(
+            batches(30),
+            Mode::Replay {
+                retry_failed: true,
+                reapply_drifted: true,
+            },
+        )
+        .await;
+    assert_eq!(summary.of(KeyResult::Applied), 1);
     let status = h.journal.status(40).unwrap().unwrap();
     assert_eq!(status.state, State::Applied);
     let topic: Option<String> =
@@ -193,14 +197,17 @@ async fn rollback_removes_only_this_journals_rows_and_refuses_changed_keys() {
     .await;
 
     // Without --yes: nothing changes.
+    let options = RollbackOptions {
+        only_run: None,
+        force: false,
+        execute: false,
+        batch_size: 25,
+    };
     let dry = audit::rollback(
         &h.journal,
         &h.db.pool,
-        None,
-        false,
-        false,
-        25,
-        uuid::Uuid::nil(),
+        options,
+        backfill_journal::RunId::NIL,
     )
     .await
     .unwrap();
@@ -211,7 +218,11 @@ async fn rollback_removes_only_this_journals_rows_and_refuses_changed_keys() {
     );
 
     let run = h.journal.start_run("rollback", vec![]).unwrap();
-    let report = audit::rollback(&h.journal, &h.db.pool, None, false, true, 25, run)
+    let execute = RollbackOptions {
+        execute: true,
+        ..options
+    };
+    let report = audit::rollback(&h.journal, &h.db.pool, execute, run)
         .await
         .unwrap();
     assert_eq!(report.refused.len(), 1);
@@ -243,7 +254,11 @@ async fn rollback_removes_only_this_journals_rows_and_refuses_changed_keys() {
     );
 
     // --force removes it too.
-    let report = audit::rollback(&h.journal, &h.db.pool, None, true, true, 25, run)
+    let force = RollbackOptions {
+        force: true,
+        ..execute
+    };
+    let report = audit::rollback(&h.journal, &h.db.pool, force, run)
         .await
         .unwrap();
     assert_eq!(report.removed, vec![30]);

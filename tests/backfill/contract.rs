@@ -62,7 +62,9 @@ fn the_committed_copy_of_the_contract_is_the_shared_one() {
 #[tokio::test]
 async fn project_sql_creates_the_contract_columns_and_types() {
     let ours = TestDb::empty().await;
-    schema::apply(&ours.pool, true, true).await.unwrap();
+    schema::apply(&ours.pool, schema::SchemaParts::ALL)
+        .await
+        .unwrap();
     let contract = TestDb::empty().await;
     sqlx::raw_sql(&shared_schema("source.sql"))
         .execute(&contract.pool)

@@ -1,30 +1,53 @@
 //! The engine against real Postgres: re-runs, interruptions, conflicts,
-//! failures and dry runs.
+//! failures, dry runs and the applier lock.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use backfill_journal::State;
+use backfill_engine::{
+    ApplyError, Event, KeyOutcome, KeyResult, Mode, NullSink, Observer, OnConflict, RunControl,
+    RunId, Sink,
+};
+use backfill_journal::{Reason, State};
 use backfill_postgres::testing::dump_target;
-use backfill_postgres::{EngineOptions, Error, NullSink, OnConflict, PostgresSink, Sink};
+use backfill_postgres::{LockScope, TargetLock};
 
-use crate::support::{batches, count, CancelAfter, Harness};
+use crate::support::{batches, count, Harness, Opts, REPLAY};
+
+const BACKFILL: Mode = Mode::Backfill { rescan: false };
+
+/// Stops the run after `after` applied batches.
+struct StopAfter {
+    control: RunControl,
+    after: usize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+impl Observer for StopAfter {
+    fn on_event(&self, event: &Event) {
+        if matches!(event, Event::BatchApplied { .. }) {
+            let seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if seen >= self.after {
+                self.control.stop();
+            }
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_is_idempotent() {
     let h = Harness::seeded(300).await;
     let first = h.run(batches(40)).await;
     let dump = dump_target(&h.db.pool).await;
-    assert!(first.outcomes["applied"] > 250);
+    assert!(first.of(KeyResult::Applied) > 250);
     let again = h
-        .run(EngineOptions {
+        .run(Opts {
             rescan: true,
             ..batches(40)
         })
         .await;
     assert_eq!(again.keys_unchanged, again.keys_read);
     assert_eq!(again.keys_read, 300);
-    assert_eq!(again.outcomes.get("applied"), None);
+    assert_eq!(again.of(KeyResult::Applied), 0);
     assert_eq!(dump_target(&h.db.pool).await, dump);
 }
 
@@ -35,15 +58,17 @@ async fn interruption_after_k_batches_then_replay_equals_an_uninterrupted_run() 
     let expected = dump_target(&reference.db.pool).await;
 
     let h = Harness::seeded(400).await;
-    let progress = Arc::new(CancelAfter {
-        flag: Mutex::new(None),
+    let engine = h.engine(batches(25));
+    engine.control().observe(Arc::new(StopAfter {
+        control: engine.control().clone(),
         after: 3,
-        seen: AtomicU64::new(0),
-    });
-    let engine = h.engine(batches(25)).with_progress(progress.clone());
-    *progress.flag.lock().unwrap() = Some(engine.cancel_flag());
-    let run = h.journal.start_run("run", vec![]).unwrap();
-    let summary = engine.run(&mut h.sink(), run).await.unwrap();
+        seen: Default::default(),
+    }));
+    let summary = engine
+        .execute(BACKFILL, &mut h.sink())
+        .await
+        .into_result()
+        .unwrap();
     assert!(summary.interrupted);
     let partial = count(&h.db.pool, "metric_facts").await;
     assert!(
@@ -52,13 +77,8 @@ async fn interruption_after_k_batches_then_replay_equals_an_uninterrupted_run() 
                 < i64::try_from(expected.iter().filter(|l| l.starts_with("fact")).count()).unwrap()
     );
 
-    // Resume: replay what was planned, then run picks up from the cursor.
-    let run = h.journal.start_run("replay", vec![]).unwrap();
-    h.engine(batches(25))
-        .replay(&mut h.sink(), run, true)
-        .await
-        .unwrap();
-    h.run(batches(25)).await;
+    // Resume: the replay finishes the pass over the source, then the rest.
+    h.execute(batches(25), REPLAY).await;
     assert_eq!(dump_target(&h.db.pool).await, expected);
     assert_eq!(h.journal.count(State::Pending), 0);
 }
@@ -77,11 +97,11 @@ async fn dual_written_fact_is_left_alone_unless_replace() {
     .await
     .unwrap();
     let summary = h.run(batches(20)).await;
-    assert_eq!(summary.outcomes.get("skipped:existing_in_target"), Some(&1));
+    assert_eq!(summary.of(KeyResult::Skipped(Reason::ExistingInTarget)), 1);
     let status = h.journal.status(10).unwrap().unwrap();
     assert_eq!(
-        (status.state, status.reason.as_deref()),
-        (State::Skipped, Some("existing_in_target"))
+        (status.state, status.reason),
+        (State::Skipped, Some(Reason::ExistingInTarget))
     );
     let topic: Option<String> =
         sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
@@ -98,15 +118,13 @@ async fn dual_written_fact_is_left_alone_unless_replace() {
 
     // With replace, it is rewritten with ours.
     let event = h.journal.event(10).unwrap().unwrap();
-    let mut sink = PostgresSink::new(h.db.pool.clone(), h.journal.id(), OnConflict::Replace);
+    let mut sink = h.sink();
     let outcome = sink
-        .apply(uuid::Uuid::nil(), std::slice::from_ref(&event))
+        .apply(RunId::NIL, &[&event], OnConflict::Replace)
         .await
         .unwrap();
-    assert_eq!(
-        outcome.keys,
-        vec![(10, backfill_postgres::KeyOutcome::Applied)]
-    );
+    sink.finish().await.unwrap();
+    assert_eq!(outcome.keys, vec![(10, KeyOutcome::Applied)]);
     let topic: Option<String> =
         sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
             .fetch_one(&h.db.pool)
@@ -125,7 +143,7 @@ async fn one_foreign_key_failure_fails_only_that_key() {
     .await
     .unwrap();
     let summary = h.run(batches(120)).await;
-    assert_eq!(summary.outcomes.get("failed"), Some(&1));
+    assert_eq!(summary.of(KeyResult::Failed), 1);
     assert_eq!(summary.failures.len(), 1);
     let (key, error) = &summary.failures[0];
     assert_eq!(*key, 50);
@@ -135,18 +153,14 @@ async fn one_foreign_key_failure_fails_only_that_key() {
     assert_eq!((status.state, status.failures), (State::Failed, 1));
     assert!(status.error.unwrap().contains("23503"));
     // Everyone else committed.
-    let applied = summary.outcomes["applied"];
+    let applied = summary.of(KeyResult::Applied);
     assert_eq!(
         count(&h.db.pool, "metric_facts").await,
         i64::try_from(applied).unwrap()
     );
     assert!(applied > 100);
     // A retry fails again and counts the attempt.
-    let run = h.journal.start_run("replay", vec![]).unwrap();
-    h.engine(batches(120))
-        .replay(&mut h.sink(), run, true)
-        .await
-        .unwrap();
+    h.execute(batches(120), REPLAY).await;
     let history = h.journal.history(50).unwrap();
     assert!(matches!(
         history.last().unwrap().record,
@@ -155,10 +169,36 @@ async fn one_foreign_key_failure_fails_only_that_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_error_of_the_whole_target_stops_the_run_instead_of_failing_every_key() {
+    // With INSERT revoked on competitor_metrics, every batch was split down
+    // to single keys: all keys "failed", minutes instead of seconds.
+    let h = Harness::seeded(80).await;
+    sqlx::raw_sql(
+        "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'permission denied for table competitor_metrics' USING ERRCODE = '42501'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON competitor_metrics FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let report = h.engine(batches(20)).execute(BACKFILL, &mut h.sink()).await;
+    let error = report.error.expect("the run stops");
+    assert_eq!(error.kind(), backfill_engine::ErrorKind::Configuration);
+    assert!(error.to_string().contains("applying a batch"), "{error}");
+    assert_eq!(report.summary.of(KeyResult::Failed), 0, "no key is blamed");
+    assert_eq!(h.journal.count(State::Failed), 0);
+    assert_eq!(count(&h.db.pool, "metric_facts").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_touches_nothing_and_reports_what_the_real_run_writes() {
     let h = Harness::seeded(200).await;
-    let run = h.journal.start_run("run", vec![]).unwrap();
-    let dry = h.engine(batches(30)).run(&mut NullSink, run).await.unwrap();
+    let dry = h
+        .engine(batches(30))
+        .execute(BACKFILL, &mut NullSink)
+        .await
+        .into_result()
+        .unwrap();
     assert!(dry.dry_run);
     assert!(
         dump_target(&h.db.pool).await.is_empty(),
@@ -174,7 +214,7 @@ async fn dry_run_touches_nothing_and_reports_what_the_real_run_writes() {
 
     let real = h.run(batches(30)).await;
     assert_eq!(real.tables, dry.tables);
-    assert_eq!(real.outcomes.get("applied"), dry.outcomes.get("applied"));
+    assert_eq!(real.of(KeyResult::Applied), dry.of(KeyResult::Applied));
     assert_eq!(
         count(&h.db.pool, "competitor_metrics").await,
         i64::try_from(dry.tables.competitor_metrics).unwrap()
@@ -187,23 +227,26 @@ async fn regression_commit_without_journal_flush_is_never_written_twice() {
     // committed to the target whose outcome never reached the journal (a
     // crash in between) is found in the ledger and reconciled as applied.
     let h = Harness::seeded(50).await;
-    let run = h.journal.start_run("plan", vec![]).unwrap();
-    h.engine(batches(50)).plan(run).await.unwrap();
+    h.engine(batches(50))
+        .execute(Mode::Plan { rescan: false }, &mut NullSink)
+        .await
+        .into_result()
+        .unwrap();
     let pending: Vec<i64> = h.journal.pending(None).collect::<Result<_, _>>().unwrap();
     let events: Vec<_> = pending[..10]
         .iter()
         .map(|k| h.journal.event(*k).unwrap().unwrap())
         .collect();
-    h.sink().apply(run, &events).await.unwrap(); // committed; journal not told
+    let refs: Vec<_> = events.iter().collect();
+    let mut sink = h.sink();
+    sink.apply(RunId::NIL, &refs, OnConflict::Skip)
+        .await
+        .unwrap(); // committed; journal not told
+    sink.finish().await.unwrap();
     let before = count(&h.db.pool, "competitor_metrics").await;
 
-    let run = h.journal.start_run("replay", vec![]).unwrap();
-    let summary = h
-        .engine(batches(7))
-        .replay(&mut h.sink(), run, true)
-        .await
-        .unwrap();
-    assert_eq!(summary.outcomes.get("already_applied"), Some(&10));
+    let summary = h.execute(batches(7), REPLAY).await;
+    assert_eq!(summary.of(KeyResult::AlreadyApplied), 10);
     for key in &pending[..10] {
         assert_eq!(
             h.journal.status(*key).unwrap().unwrap().state,
@@ -238,21 +281,98 @@ async fn regression_groups_are_never_split_across_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_source_is_an_error_unless_allowed() {
     let h = Harness::new().await;
-    let run = h.journal.start_run("run", vec![]).unwrap();
-    let err = h
-        .engine(batches(10))
-        .run(&mut h.sink(), run)
-        .await
-        .unwrap_err();
+    let report = h.engine(batches(10)).execute(BACKFILL, &mut h.sink()).await;
+    let err = report.error.expect("refused");
     assert!(
-        matches!(&err, Error::EmptySource { table } if table == "extracted_positions"),
+        matches!(&err, backfill_engine::Error::EmptySource { source_name } if source_name == "table extracted_positions"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("--allow-empty"));
-    let allowed = EngineOptions {
+    assert!(h.journal.runs().unwrap().is_empty(), "no run recorded");
+    let allowed = Opts {
         allow_empty: true,
         ..batches(10)
     };
-    let summary = h.engine(allowed).run(&mut h.sink(), run).await.unwrap();
+    let summary = h.run(allowed).await;
     assert_eq!(summary.keys_read, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_lost_applier_lock_is_retaken_or_the_batch_is_refused() {
+    // The session lock was taken once; after its backend was terminated a
+    // second applier was admitted and both applied.
+    let h = Harness::seeded(40).await;
+    h.engine(batches(40))
+        .execute(Mode::Plan { rescan: false }, &mut NullSink)
+        .await;
+    let events: Vec<_> = h
+        .journal
+        .pending(None)
+        .map(|k| h.journal.event(k.unwrap()).unwrap().unwrap())
+        .collect();
+    let refs: Vec<_> = events.iter().collect();
+    let terminate = |pid: i32| {
+        let pool = h.db.pool.clone();
+        async move {
+            let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert!(done);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+
+    let mut sink = h.sink();
+    sink.begin().await.unwrap();
+    let holder = sink_holder(&h).await;
+    // Lost, and nobody else took it: retaken, the batch commits.
+    terminate(holder).await;
+    let outcome = sink
+        .apply(RunId::NIL, &refs[..10], OnConflict::Skip)
+        .await
+        .unwrap();
+    assert_eq!(outcome.keys.len(), 10);
+    let retaken = sink_holder(&h).await;
+    assert_ne!(retaken, holder, "held again, on a new connection");
+
+    // Lost, and another applier took it: the batch is refused, nothing
+    // committed.
+    terminate(retaken).await;
+    let other = TargetLock::acquire(&h.db.pool, LockScope::Whole)
+        .await
+        .unwrap();
+    let facts = count(&h.db.pool, "metric_facts").await;
+    let refused = sink
+        .apply(RunId::NIL, &refs[10..20], OnConflict::Skip)
+        .await;
+    match refused {
+        Err(ApplyError::Stop(error)) => {
+            assert_eq!(error.kind(), backfill_engine::ErrorKind::Refused);
+            assert!(
+                error
+                    .to_string()
+                    .contains("lost the target's advisory lock"),
+                "{error}"
+            );
+        }
+        other => panic!("expected the batch refused, got {other:?}"),
+    }
+    assert_eq!(count(&h.db.pool, "metric_facts").await, facts);
+    other.release().await;
+    sink.finish().await.unwrap();
+}
+
+/// The pid holding the target lock.
+async fn sink_holder(h: &Harness) -> i32 {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+            AND classid::int8 = $1 AND objid::int8 = $2
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(0x6261_636b_i64)
+    .bind(0x6669_6c6c_i64)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
 }

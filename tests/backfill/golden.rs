@@ -2,7 +2,8 @@
 //! to a real target and compared row by row with rows worked out by hand.
 
 use backfill_core::Note;
-use backfill_journal::State;
+use backfill_engine::KeyResult;
+use backfill_journal::{Reason, State};
 use backfill_postgres::testing::dump_target;
 
 use crate::support::{batches, Harness};
@@ -119,21 +120,18 @@ async fn golden_fixture_every_rule_row_by_row() {
     let state = |key| h.journal.status(key).unwrap().map(|s| (s.state, s.reason));
     assert_eq!(state(1), Some((State::Applied, None)));
     assert_eq!(state(2), Some((State::Applied, None)));
-    assert_eq!(
-        state(3),
-        Some((State::Skipped, Some("no_brand_row".into())))
-    );
+    assert_eq!(state(3), Some((State::Skipped, Some(Reason::NoBrandRow))));
     assert_eq!(
         state(4),
-        Some((State::Rejected, Some("missing_customer_id".into())))
+        Some((State::Rejected, Some(Reason::MissingCustomerId)))
     );
     assert_eq!(
         state(5),
-        Some((State::Rejected, Some("value_out_of_range".into())))
+        Some((State::Rejected, Some(Reason::ValueOutOfRange)))
     );
     assert_eq!(
         state(6),
-        Some((State::Rejected, Some("orphan_collector_result".into())))
+        Some((State::Rejected, Some(Reason::OrphanCollectorResult)))
     );
     assert_eq!(state(7), Some((State::Applied, None)));
     assert_eq!(state(8), Some((State::Applied, None)));
@@ -169,7 +167,7 @@ async fn golden_fixture_every_rule_row_by_row() {
         "dropped_sentiment"
     );
 
-    assert_eq!(summary.outcomes.get("applied"), Some(&4));
+    assert_eq!(summary.of(KeyResult::Applied), 4);
     assert!(summary.has_problems(), "rejections make exit code 1");
     assert_eq!(summary.unresolved_competitors.get("Nobody"), Some(&1));
     assert_eq!(summary.unresolved_competitors.get("BETA CORP"), Some(&1));

@@ -2,17 +2,31 @@
 
 use std::sync::Arc;
 
+use backfill_engine::{Engine, EngineSettings, Limits, Mode, RunControl, Summary};
 use backfill_journal::Journal;
-use backfill_postgres::engine::Progress;
 use backfill_postgres::testing::TestDb;
-use backfill_postgres::{
-    schema, Engine, EngineOptions, OnConflict, PostgresSink, SourceReader, SourceTable, Summary,
-};
+use backfill_postgres::{schema, PostgresSink, SourceReader, SourceTable};
 
 pub struct Harness {
     pub db: TestDb,
     pub journal: Arc<Journal>,
     pub _dir: tempfile::TempDir,
+}
+
+/// What a test varies about a run.
+#[derive(Clone, Copy, Debug)]
+pub struct Opts {
+    pub batch_size: usize,
+    pub rescan: bool,
+    pub allow_empty: bool,
+}
+
+pub fn batches(n: usize) -> Opts {
+    Opts {
+        batch_size: n,
+        rescan: false,
+        allow_empty: false,
+    }
 }
 
 impl Harness {
@@ -36,57 +50,47 @@ impl Harness {
         h
     }
 
-    pub fn engine(&self, options: EngineOptions) -> Engine {
+    pub fn engine(&self, opts: Opts) -> Engine<SourceReader> {
         Engine::new(
             SourceReader::new(self.db.pool.clone(), SourceTable::default()),
             self.journal.clone(),
-            options,
+            EngineSettings {
+                allow_empty: opts.allow_empty,
+                ..EngineSettings::default()
+            },
+            RunControl::new(Limits {
+                batch_size: opts.batch_size,
+                ..Limits::default()
+            }),
         )
     }
 
     pub fn sink(&self) -> PostgresSink {
-        PostgresSink::new(self.db.pool.clone(), self.journal.id(), OnConflict::Skip)
+        PostgresSink::new(self.db.pool.clone(), self.journal.id())
     }
 
-    pub async fn run(&self, options: EngineOptions) -> Summary {
-        let run = self.journal.start_run("run", vec![]).unwrap();
-        let summary = self
-            .engine(options)
-            .run(&mut self.sink(), run)
-            .await
-            .unwrap();
-        self.journal.end_run(run, vec![]).unwrap();
-        summary
+    /// Runs `mode` into the target; panics on an error.
+    pub async fn execute(&self, opts: Opts, mode: Mode) -> Summary {
+        let report = self.engine(opts).execute(mode, &mut self.sink()).await;
+        report.into_result().expect("the run")
+    }
+
+    /// A backfill (`run`).
+    pub async fn run(&self, opts: Opts) -> Summary {
+        self.execute(
+            opts,
+            Mode::Backfill {
+                rescan: opts.rescan,
+            },
+        )
+        .await
     }
 }
 
-pub fn batches(n: usize) -> EngineOptions {
-    EngineOptions {
-        batch_size: n,
-        ..EngineOptions::default()
-    }
-}
-
-/// Sets the engine's cancel flag after `after` applied batches.
-pub struct CancelAfter {
-    pub flag: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
-    pub after: u64,
-    pub seen: std::sync::atomic::AtomicU64,
-}
-
-impl Progress for CancelAfter {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn rows(&self, _: u64) {}
-    fn keys(&self, _: u64) {
-        let seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if seen >= self.after {
-            if let Some(flag) = &*self.flag.lock().unwrap() {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-    }
-    fn finish(&self) {}
-}
+pub const REPLAY: Mode = Mode::Replay {
+    retry_failed: true,
+    reapply_drifted: false,
+};
 
 pub async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The journal directory when `--journal` is not given.
+pub const DEFAULT_JOURNAL: &str = "./backfill-journal";
+
 /// Moves extracted_positions into the metrics star schema: correctly,
 /// resumably, auditably.
 #[derive(Debug, Parser)]
@@ -19,7 +22,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub target_url: Option<String>,
     /// The journal directory.
-    #[arg(long, global = true, default_value = "./backfill-journal")]
+    #[arg(long, global = true, default_value = DEFAULT_JOURNAL)]
     pub journal: PathBuf,
     /// Machine-readable output (JSON on stdout).
     #[arg(long, global = true)]

@@ -1,8 +1,5 @@
-//! The `backfill` binary: parse, call the libraries, print, exit code.
-//!
-//! Exit codes: 0 every key applied or skipped; 1 some keys rejected or failed;
-//! 2 usage, configuration or connection error (nothing written); 3
-//! interrupted (resumable with `backfill replay`).
+//! The `backfill` binary: parse, resolve settings once, call the libraries,
+//! print, map the outcome to an exit code (`exit.rs`).
 
 /// `println!` for command output, except that a closed stdout (`backfill …
 /// | head`) is an `io::Error` to return rather than a panic.
@@ -16,28 +13,42 @@ macro_rules! out {
 mod args;
 mod commands;
 mod context;
+mod exit;
 mod output;
+mod settings;
+mod signals;
 
 use std::process::ExitCode;
 
+use backfill_journal::ErrorKind;
 use clap::Parser;
+
+pub use exit::Exit;
 
 // Events are trees of small strings built on one thread and freed on
 // another; mimalloc does that about twice as fast as glibc (docs/decisions.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What the process returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// 0.
-    Ok,
-    /// 1: some keys rejected or failed.
-    Problems,
-    /// 2: configuration error already reported.
-    Config,
-    /// 3: interrupted, resumable.
-    Interrupted,
+/// Prints an error and its causes.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+/// The command that resumes work on this journal.
+pub fn resume_command(cli: &args::Cli, dry_run: bool) -> String {
+    let mut command = "backfill".to_owned();
+    if cli.journal != std::path::Path::new(args::DEFAULT_JOURNAL) {
+        command.push_str(&format!(" --journal {}", cli.journal.display()));
+    }
+    command.push_str(" replay");
+    if dry_run {
+        command.push_str(" --dry-run");
+    }
+    command
 }
 
 fn main() -> ExitCode {
@@ -52,11 +63,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
-        Ok(Exit::Ok) => ExitCode::SUCCESS,
-        Ok(Exit::Problems) => ExitCode::from(1),
-        Ok(Exit::Config) => ExitCode::from(2),
-        Ok(Exit::Interrupted) => ExitCode::from(3),
+    match runtime.block_on(commands::dispatch(&cli)) {
+        Ok(exit) => ExitCode::from(exit.code()),
         // The reader of our output went away (`| head`): nothing is wrong
         // with the work, and there is no one left to tell.
         Err(err)
@@ -68,25 +76,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            print_error(&err);
+            let exit = exit::exit_code(Some(exit::kind_of(&err)), None, false);
+            if exit::kind_of(&err) == ErrorKind::Resumable {
+                eprintln!("resume with: {}", resume_command(&cli, false));
             }
-            let interrupted = err.chain().any(|c| {
-                matches!(
-                    c.downcast_ref::<backfill_postgres::Error>(),
-                    Some(
-                        backfill_postgres::Error::Interrupted
-                            | backfill_postgres::Error::ConnectionLost { .. }
-                    )
-                )
-            });
-            if interrupted {
-                eprintln!("resume with: backfill replay");
-                ExitCode::from(3)
-            } else {
-                ExitCode::from(2)
-            }
+            ExitCode::from(exit.code())
         }
     }
 }

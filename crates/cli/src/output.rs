@@ -1,78 +1,105 @@
 //! What people see: a progress bar on a terminal, a plain line every few
-//! seconds otherwise, and the final summary (or JSON).
+//! seconds otherwise, and the final summary (or JSON). The displays are
+//! observers of the run's events; they decide nothing.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backfill_engine::{Event, Observer, Phase, RunControl, Summary, WaitReason};
 use backfill_journal::Journal;
-use backfill_postgres::engine::{NoProgress, Progress};
-use backfill_postgres::Summary;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A progress display fit for where stderr goes.
-pub fn progress(quiet: bool) -> Arc<dyn Progress> {
-    if quiet {
-        Arc::new(NoProgress)
-    } else if std::io::stderr().is_terminal() {
-        Arc::new(Bar(Mutex::new(None)))
+use crate::args::Cli;
+
+/// Attaches the display fit for where stderr goes (none with `--quiet` or
+/// `--json`).
+pub fn observe(control: &RunControl, cli: &Cli, dry_run: bool) {
+    if cli.quiet || cli.json {
+        return;
+    }
+    let verb = if dry_run { "would apply" } else { "applied" };
+    if std::io::stderr().is_terminal() {
+        control.observe(Arc::new(Bar {
+            bar: Mutex::new(None),
+            verb,
+        }));
     } else {
-        Arc::new(Lines::default())
+        control.observe(Arc::new(Lines {
+            verb,
+            ..Lines::default()
+        }));
     }
 }
 
-/// The bar counts source rows, except in `replay`, which counts keys.
-struct Bar(Mutex<Option<(ProgressBar, bool)>>);
+/// Source passes count rows; journal passes count keys.
+fn counts_keys(phase: Phase) -> bool {
+    !matches!(phase, Phase::SourcePass { .. })
+}
 
-impl Bar {
-    fn inc(&self, n: u64, keys: bool) {
-        if let Some((bar, counts_keys)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            if *counts_keys == keys {
-                bar.inc(n);
+struct Bar {
+    bar: Mutex<Option<(ProgressBar, bool)>>,
+    verb: &'static str,
+}
+
+impl Observer for Bar {
+    fn on_event(&self, event: &Event) {
+        let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::PhaseStarted { phase, total } => {
+                let bar = match total {
+                    Some(total) => ProgressBar::new(*total),
+                    None => ProgressBar::new_spinner(),
+                };
+                let keys = counts_keys(*phase);
+                let unit = if keys { "keys" } else { "rows" };
+                let name = phase.name();
+                let template = format!(
+                    "{name:>7} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
+                );
+                if let Ok(style) = ProgressStyle::with_template(&template) {
+                    bar.set_style(style);
+                }
+                bar.enable_steady_tick(Duration::from_millis(200));
+                *guard = Some((bar, keys));
             }
-        }
-    }
-}
-
-impl Progress for Bar {
-    fn start(&self, phase: &str, total: Option<u64>) {
-        let bar = match total {
-            Some(total) => ProgressBar::new(total),
-            None => ProgressBar::new_spinner(),
-        };
-        let counts_keys = phase == "replay";
-        let unit = if counts_keys { "keys" } else { "rows" };
-        let template = format!(
-            "{phase:>7} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}"
-        );
-        if let Ok(style) = ProgressStyle::with_template(&template) {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((bar, counts_keys));
-    }
-    fn rows(&self, rows: u64) {
-        self.inc(rows, false);
-    }
-    fn keys(&self, keys: u64) {
-        self.inc(keys, true);
-    }
-    fn finish(&self) {
-        if let Some((bar, _)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bar.finish_and_clear();
+            Event::RowsPlanned { rows, .. } => {
+                if let Some((bar, false)) = guard.as_ref() {
+                    bar.inc(*rows);
+                    bar.set_message("");
+                }
+            }
+            Event::BatchApplied { keys, .. } => {
+                if let Some((bar, true)) = guard.as_ref() {
+                    bar.inc(*keys);
+                    bar.set_message(self.verb);
+                }
+            }
+            Event::Waiting(WaitReason::Paused) => {
+                if let Some((bar, _)) = guard.as_ref() {
+                    bar.set_message("paused");
+                }
+            }
+            Event::PhaseFinished { .. } => {
+                if let Some((bar, _)) = guard.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
         }
     }
 }
 
 /// (phase start, last line, phase, total).
-type Phase = (Instant, Instant, String, Option<u64>);
+type PhaseClock = (Instant, Instant, Phase, Option<u64>);
 
 #[derive(Default)]
 struct Lines {
-    started: Mutex<Option<Phase>>,
+    started: Mutex<Option<PhaseClock>>,
     rows: AtomicU64,
     keys: AtomicU64,
+    verb: &'static str,
 }
 
 impl Lines {
@@ -88,67 +115,46 @@ impl Lines {
         let rows = self.rows.load(Ordering::Relaxed);
         let keys = self.keys.load(Ordering::Relaxed);
         let secs = start.elapsed().as_secs_f64().max(0.001);
-        if phase == "replay" {
+        let name = phase.name();
+        let verb = self.verb;
+        if counts_keys(*phase) {
             let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
             eprintln!(
-                "{phase}: {keys}{of} pending keys applied, {:.0} keys/s, {secs:.0}s",
+                "{name}: {keys}{of} keys {verb}, {:.0} keys/s, {secs:.0}s",
                 keys as f64 / secs
             );
         } else {
             let of = total.map(|t| format!(" of ~{t}")).unwrap_or_default();
             eprintln!(
-                "{phase}: {rows} source rows{of} read, {keys} keys applied, {:.0} rows/s, {secs:.0}s",
+                "{name}: {rows} source rows{of} read, {keys} keys {verb}, {:.0} rows/s, {secs:.0}s",
                 rows as f64 / secs
             );
         }
     }
 }
 
-impl Progress for Lines {
-    fn start(&self, phase: &str, total: Option<u64>) {
-        self.rows.store(0, Ordering::Relaxed);
-        self.keys.store(0, Ordering::Relaxed);
-        *self.started.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), Instant::now(), phase.to_owned(), total));
+impl Observer for Lines {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::PhaseStarted { phase, total } => {
+                self.rows.store(0, Ordering::Relaxed);
+                self.keys.store(0, Ordering::Relaxed);
+                *self.started.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), Instant::now(), *phase, *total));
+            }
+            Event::RowsPlanned { rows, .. } => {
+                self.rows.fetch_add(*rows, Ordering::Relaxed);
+                self.tick(false);
+            }
+            Event::BatchApplied { applied, .. } => {
+                self.keys.fetch_add(*applied, Ordering::Relaxed);
+                self.tick(false);
+            }
+            Event::Waiting(WaitReason::Paused) => eprintln!("paused"),
+            Event::PhaseFinished { .. } => self.tick(true),
+            _ => {}
+        }
     }
-    fn rows(&self, rows: u64) {
-        self.rows.fetch_add(rows, Ordering::Relaxed);
-        self.tick(false);
-    }
-    fn keys(&self, keys: u64) {
-        self.keys.fetch_add(keys, Ordering::Relaxed);
-        self.tick(false);
-    }
-    fn finish(&self) {
-        self.tick(true);
-    }
-}
-
-/// The run counts recorded at the end of a command that reads the source:
-/// the journal's counts plus `source_exhausted` (1 when the pass read the
-/// source to its end), which tells `replay` whether reading must resume.
-pub fn pass_counts(journal: &Journal, summary: &Summary) -> Vec<(String, u64)> {
-    let mut counts = journal_counts(journal);
-    counts.push((SOURCE_EXHAUSTED.to_owned(), u64::from(!summary.interrupted)));
-    counts
-}
-
-/// The run count that marks a completed pass over the source.
-pub const SOURCE_EXHAUSTED: &str = "source_exhausted";
-
-/// True if the latest `plan`/`run`/`demo` did not read the source to its end
-/// (killed, interrupted, failed): `replay` then resumes reading too.
-pub fn pass_unfinished(journal: &Journal) -> anyhow::Result<bool> {
-    let runs = journal.runs()?;
-    let last_pass = runs
-        .iter()
-        .rev()
-        .find(|r| matches!(r.command.as_str(), "plan" | "run" | "demo"));
-    Ok(last_pass.is_some_and(|r| {
-        !r.counts
-            .iter()
-            .any(|(k, v)| k == SOURCE_EXHAUSTED && *v == 1)
-    }))
 }
 
 /// Journal counts as `state` or `state:reason` → n.
@@ -220,6 +226,10 @@ fn print_summary(
     if !summary.outcomes.is_empty() {
         out!("  this run:")?;
         for (outcome, n) in &summary.outcomes {
+            let outcome = match outcome {
+                backfill_engine::KeyResult::Applied if summary.dry_run => "would apply".to_owned(),
+                other => other.to_string(),
+            };
             out!("    {outcome:<36} {n:>10}")?;
         }
     }
@@ -264,7 +274,7 @@ fn print_summary(
         out!("    {state:<36} {n:>10}")?;
     }
     if summary.interrupted {
-        out!("interrupted after the batch in flight; resume with: backfill replay")?;
+        out!("interrupted: the run stopped before its end (see below)")?;
     } else {
         out!("next: {next_step}")?;
     }

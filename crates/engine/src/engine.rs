@@ -227,8 +227,14 @@ impl<S: Source> Engine<S> {
                 // run leaves everything pending: it would count its own pass
                 // twice.
                 if sink.writes() && !self.control.is_stopping() {
-                    self.journal_pass(sink, run, &[backfill_journal::State::Pending], summary, &mut attempted)
-                        .await?;
+                    self.journal_pass(
+                        sink,
+                        run,
+                        &[backfill_journal::State::Pending],
+                        summary,
+                        &mut attempted,
+                    )
+                    .await?;
                 }
                 Ok(())
             }

@@ -13,8 +13,7 @@ use backfill_core::{Digest, Directories, MigrationEvent, SourceRow, TargetRows, 
 use backfill_journal::{JournalId, RunId};
 
 use crate::sink::{
-    classify, Action, ApplyError, ApplyOutcome, Existing, KeyOutcome, OnConflict, Sink,
-    TableCounts,
+    classify, Action, ApplyError, ApplyOutcome, Existing, KeyOutcome, OnConflict, Sink, TableCounts,
 };
 use crate::source::{KeyRange, Source, SourceBatch};
 use crate::{AdapterError, Error, ErrorKind, Result};
@@ -270,7 +269,12 @@ impl Sink for MemorySink {
                 has_fact: true,
                 ledger: f.ledger.map(|(j, h, _)| (j, *h.as_bytes())),
             });
-            match classify(existing, journal, event.content_hash.as_bytes(), on_conflict) {
+            match classify(
+                existing,
+                journal,
+                event.content_hash.as_bytes(),
+                on_conflict,
+            ) {
                 Action::Write | Action::Replace => {
                     data.facts.insert(
                         key,

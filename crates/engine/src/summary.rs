@@ -107,10 +107,7 @@ impl Summary {
         for note in notes {
             *self.notes.entry(note.kind().to_owned()).or_insert(0) += 1;
             if let Note::UnresolvedCompetitor { name, .. } = note {
-                *self
-                    .unresolved_competitors
-                    .entry(name.clone())
-                    .or_insert(0) += 1;
+                *self.unresolved_competitors.entry(name.clone()).or_insert(0) += 1;
             }
         }
     }
@@ -140,9 +137,7 @@ impl Summary {
 
     /// True if some key ended rejected or failed in this run.
     pub fn has_problems(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|(k, v)| *v > 0 && k.is_problem())
+        self.outcomes.iter().any(|(k, v)| *v > 0 && k.is_problem())
     }
 
     /// True if this run changed the target (keys written, not counting a dry

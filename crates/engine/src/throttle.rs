@@ -35,7 +35,9 @@ impl Throttle {
             return Duration::ZERO;
         };
         // Never schedule from a point in the past: no bursts after a stall.
-        let from = self.due.max(elapsed.saturating_sub(Duration::from_millis(50)));
+        let from = self
+            .due
+            .max(elapsed.saturating_sub(Duration::from_millis(50)));
         let cost = Duration::from_secs_f64(rows as f64 / rate.get() as f64);
         self.due = from + cost;
         self.due.saturating_sub(elapsed)
@@ -53,7 +55,10 @@ mod tests {
     #[test]
     fn no_rate_never_waits() {
         let mut t = Throttle::new();
-        assert_eq!(t.after_batch(Duration::ZERO, 1_000_000, None), Duration::ZERO);
+        assert_eq!(
+            t.after_batch(Duration::ZERO, 1_000_000, None),
+            Duration::ZERO
+        );
     }
 
     #[test]

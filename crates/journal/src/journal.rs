@@ -10,10 +10,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use backfill_core::{decode, encode, Digest};
-use serde::{Deserialize, Serialize};
 use crate::ids::JournalId;
 use crate::log::PassState;
+use backfill_core::{decode, encode, Digest};
+use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
 use crate::index::{self, Counts};

@@ -36,10 +36,10 @@ pub mod testing;
 mod verify;
 
 pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
-pub use journal::{Journal, SourceFingerprint};
-pub use log::{Batch, Receipt};
 pub use ids::{JournalId, RunId};
+pub use journal::{Journal, SourceFingerprint};
 pub use log::PassState;
+pub use log::{Batch, Receipt};
 pub use record::{decide, fold, Decision, KeyStatus, Logged, Reason, Record, State};
 pub use runs::{Run, RunEnd};
 pub use store::{FORMAT_VERSION, SEGMENT_SIZE};

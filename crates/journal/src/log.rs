@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::ids::RunId;
 use backfill_core::{Digest, MigrationEvent, Timestamp};
 use serde::{Deserialize, Serialize};
-use crate::ids::RunId;
 
 use crate::frame::{self, Frame};
 use crate::journal::{decode_as, encode_as, Journal};

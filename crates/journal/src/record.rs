@@ -4,9 +4,9 @@
 
 use std::fmt;
 
+use crate::ids::RunId;
 use backfill_core::{Digest, MigrationEvent, Outcome, RejectReason, SkipReason, Timestamp};
 use serde::{Deserialize, Serialize};
-use crate::ids::RunId;
 
 use crate::{Error, Result};
 
@@ -75,9 +75,7 @@ impl Record {
 
 /// Why a key was skipped or rejected: the core's reasons, plus the ones the
 /// pipeline adds. Stored as an enum, printed as its stable code.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reason {

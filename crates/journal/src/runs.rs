@@ -7,10 +7,10 @@
 //! runs were there?" must not replay the log, so the latest state of each run
 //! is written, in the same commit, beside the entry that changed it.
 
-use backfill_core::Timestamp;
-use serde::{Deserialize, Serialize};
 use crate::ids::RunId;
 use crate::ErrorKind;
+use backfill_core::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::journal::{decode_as, Journal};
 use crate::layout::{run_key, RUN};

@@ -13,7 +13,7 @@ use backfill_core::{
     current_content_hash, CompetitorRows, Digest, Fact, Json, Metrics, Numeric52, Outcome,
     Sentiment, SentimentLabel, TargetRows, Timestamp,
 };
-use backfill_journal::{Batch, Journal, Record, State};
+use backfill_journal::{Batch, Journal, JournalId, Record, RunId, State};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ pub struct ReadBack {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LedgerRow {
     /// Which journal wrote the key.
-    pub journal_id: Uuid,
+    pub journal_id: JournalId,
     /// The content hash it recorded.
     pub content_hash: Option<Digest>,
 }
@@ -257,7 +257,7 @@ pub async fn ledger(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, LedgerRo
             (
                 key,
                 LedgerRow {
-                    journal_id,
+                    journal_id: JournalId(journal_id),
                     content_hash,
                 },
             )
@@ -291,7 +291,7 @@ pub enum Finding {
         /// The key.
         collector_result_id: i64,
         /// What the ledger holds.
-        ledger_journal_id: Option<Uuid>,
+        ledger_journal_id: Option<JournalId>,
         /// Its hash.
         ledger_hash: Option<Digest>,
         /// The journal's hash.
@@ -359,7 +359,7 @@ pub fn check_key(
     journal_hash: Digest,
     target: Option<&ReadBack>,
     ledger: Option<&LedgerRow>,
-    journal_id: Uuid,
+    journal_id: JournalId,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     match target {
@@ -449,7 +449,7 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
     let ours: Vec<i64> = sqlx::query_scalar(
         "SELECT collector_result_id FROM backfill.ledger WHERE journal_id = $1 ORDER BY 1",
     )
-    .bind(journal.id())
+    .bind(journal.id().0)
     .fetch_all(pool)
     .await
     .map_err(db("reading backfill.ledger"))?;
@@ -479,18 +479,34 @@ pub struct RollbackReport {
     pub executed: bool,
 }
 
+/// What a rollback covers and whether it acts.
+#[derive(Clone, Copy, Debug)]
+pub struct RollbackOptions {
+    /// Only keys last applied by this run.
+    pub only_run: Option<RunId>,
+    /// Also remove keys whose rows changed since they were written.
+    pub force: bool,
+    /// Act; without it, report what would be removed and change nothing.
+    pub execute: bool,
+    /// Keys per batch.
+    pub batch_size: usize,
+}
+
 /// Removes exactly the facts (and children, by cascade) this journal wrote
-/// and that still hash as written; with `force`, also those changed since.
-/// Only keys applied by `run` if given. Without `execute`, changes nothing.
+/// and that still hash as written (see [`RollbackOptions`]); the keys are
+/// recorded rolled back by `rollback_run`.
 pub async fn rollback(
     journal: &Journal,
     pool: &PgPool,
-    only_run: Option<Uuid>,
-    force: bool,
-    execute: bool,
-    batch_size: usize,
-    rollback_run: Uuid,
+    options: RollbackOptions,
+    rollback_run: RunId,
 ) -> Result<RollbackReport> {
+    let RollbackOptions {
+        only_run,
+        force,
+        execute,
+        batch_size,
+    } = options;
     let mut report = RollbackReport {
         executed: execute,
         ..RollbackReport::default()
@@ -577,7 +593,7 @@ pub async fn rollback(
                 AND l.journal_id = $2",
         )
         .bind(&delete)
-        .bind(journal.id())
+        .bind(journal.id().0)
         .execute(&mut *tx)
         .await
         .map_err(db("deleting this journal's facts"))?;
@@ -585,7 +601,7 @@ pub async fn rollback(
             "DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1) AND journal_id = $2",
         )
         .bind(&both)
-        .bind(journal.id())
+        .bind(journal.id().0)
         .execute(&mut *tx)
         .await
         .map_err(db("deleting this journal's ledger rows"))?;

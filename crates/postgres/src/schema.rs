@@ -250,8 +250,26 @@ pub async fn check_target(pool: &PgPool) -> Result<SchemaReport> {
     Ok(SchemaReport { missing })
 }
 
+/// Which contract tables to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaParts {
+    /// `extracted_positions` and the tables it references.
+    pub source: bool,
+    /// The star schema and its view.
+    pub target: bool,
+}
+
+impl SchemaParts {
+    /// Source and target.
+    pub const ALL: SchemaParts = SchemaParts {
+        source: true,
+        target: true,
+    };
+}
+
 /// Creates the contract tables (for demos and tests).
-pub async fn apply(pool: &PgPool, source: bool, target: bool) -> Result<()> {
+pub async fn apply(pool: &PgPool, parts: SchemaParts) -> Result<()> {
+    let SchemaParts { source, target } = parts;
     if source {
         sqlx::raw_sql(SOURCE_SQL)
             .execute(pool)

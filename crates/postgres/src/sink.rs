@@ -1,202 +1,100 @@
-//! Where planned events go. `PostgresSink` writes a batch set-based in one
-//! transaction with its ledger rows; `NullSink` writes nothing and is what a
-//! dry run uses, so that a dry run is the real run minus the writes.
+//! The Postgres target: a batch is one transaction — a set-based look-up of
+//! existing facts and ledger rows, one `INSERT … SELECT FROM unnest(…)` per
+//! table, the `backfill.ledger` rows, and the proof that this process still
+//! holds the applier lock — committed together or not at all.
+//!
+//! Why the sink classifies errors: only it knows Postgres. A lost connection
+//! or a timeout is retried here (bounded, with backoff); an error caused by
+//! the rows is reported as a refusal, so the engine isolates the keys that
+//! carry it; anything about the target as a whole (a privilege, a missing
+//! table, a full disk) stops the run instead of failing every key one by one.
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use backfill_core::{MigrationEvent, TargetRows};
+use backfill_engine::{
+    classify, Action, ApplyError, ApplyOutcome, Existing, KeyOutcome, OnConflict, Sink, TableCounts,
+};
+use backfill_journal::{JournalId, RunId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::{is_connection_error, Error, Result};
-
-/// How to treat a fact already in the target without our ledger row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnConflict {
-    /// Leave it (it belongs to the live writer): `skipped`/`existing_in_target`.
-    #[default]
-    Skip,
-    /// Delete it (and its children) and write ours.
-    Replace,
-}
-
-/// What happened to one key of a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyOutcome {
-    /// Written now.
-    Applied,
-    /// Already in the target with our ledger row and hash (a previous run
-    /// committed it but the journal did not hear): nothing written.
-    AlreadyApplied,
-    /// A fact that is not ours is there; left alone.
-    ExistingInTarget,
-    /// The database refused this key; its error.
-    Failed(String),
-}
-
-/// Rows written per target table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[allow(missing_docs)]
-pub struct TableCounts {
-    pub metric_facts: u64,
-    pub brand_metrics: u64,
-    pub brand_sentiment: u64,
-    pub competitor_metrics: u64,
-    pub competitor_sentiment: u64,
-}
-
-impl TableCounts {
-    /// The rows one event writes.
-    pub fn of(rows: &TargetRows) -> Self {
-        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
-        Self {
-            metric_facts: 1,
-            brand_metrics: 1,
-            brand_sentiment: u64::from(rows.brand_sentiment.is_some()),
-            competitor_metrics: n(rows.competitors.len()),
-            competitor_sentiment: n(rows
-                .competitors
-                .iter()
-                .filter(|c| c.sentiment.is_some())
-                .count()),
-        }
-    }
-
-    /// Adds another count.
-    pub fn add(&mut self, other: &TableCounts) {
-        self.metric_facts += other.metric_facts;
-        self.brand_metrics += other.brand_metrics;
-        self.brand_sentiment += other.brand_sentiment;
-        self.competitor_metrics += other.competitor_metrics;
-        self.competitor_sentiment += other.competitor_sentiment;
-    }
-}
-
-/// The outcome of applying a batch.
-#[derive(Clone, Debug, Default)]
-pub struct ApplyOutcome {
-    /// Per key, in the batch's order.
-    pub keys: Vec<(i64, KeyOutcome)>,
-    /// Rows written.
-    pub tables: TableCounts,
-}
-
-/// A destination for planned events.
-pub trait Sink {
-    /// Applies the `Migrate` events of a batch; every key gets an outcome.
-    fn apply(
-        &mut self,
-        run: Uuid,
-        events: &[MigrationEvent],
-    ) -> impl Future<Output = Result<ApplyOutcome>> + Send;
-
-    /// True if outcomes are real (recorded in the journal); false for a dry run.
-    fn writes(&self) -> bool;
-}
-
-/// Writes nothing; reports what a real sink would write if nothing conflicted.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NullSink;
-
-impl Sink for NullSink {
-    async fn apply(&mut self, _run: Uuid, events: &[MigrationEvent]) -> Result<ApplyOutcome> {
-        let mut outcome = ApplyOutcome::default();
-        for event in events {
-            if let Some(rows) = event.target_rows() {
-                outcome.tables.add(&TableCounts::of(rows));
-                outcome
-                    .keys
-                    .push((event.collector_result_id, KeyOutcome::Applied));
-            }
-        }
-        Ok(outcome)
-    }
-
-    fn writes(&self) -> bool {
-        false
-    }
-}
-
-/// What to do with one key, given what the target holds. Pure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Insert its rows.
-    Write,
-    /// Delete the existing fact (cascade), then insert.
-    Replace,
-    /// Ours, same hash, already there.
-    AlreadyApplied,
-    /// Someone else's; leave it.
-    ExistingInTarget,
-}
-
-/// What the target holds for a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Existing {
-    /// A `metric_facts` row exists.
-    pub has_fact: bool,
-    /// The ledger row, if any: (journal id, content hash).
-    pub ledger: Option<(Uuid, [u8; 32])>,
-}
-
-/// Decides what to do with a key. A fact with our ledger row and our hash is
-/// already applied (exactly once, whatever the journal says); any other fact
-/// is the live writer's (or another journal's) and is left unless `replace`.
-pub fn classify(
-    existing: Option<Existing>,
-    journal_id: Uuid,
-    content_hash: &[u8; 32],
-    on_conflict: OnConflict,
-) -> Action {
-    match existing {
-        None
-        | Some(Existing {
-            has_fact: false, ..
-        }) => Action::Write,
-        Some(Existing {
-            ledger: Some((journal, hash)),
-            ..
-        }) if journal == journal_id && &hash == content_hash => Action::AlreadyApplied,
-        Some(_) if on_conflict == OnConflict::Replace => Action::Replace,
-        Some(_) => Action::ExistingInTarget,
-    }
-}
+use crate::lock::{LockScope, TargetLock};
+use crate::{fault, Error, Fault, Result};
 
 /// (key, has fact, ledger journal id, ledger content hash).
 type ExistingRow = (i64, bool, Option<Uuid>, Option<Vec<u8>>);
 
+/// Why one attempt at a batch failed.
+enum Attempt {
+    Db(sqlx::Error),
+    Lock(Error),
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Db(err)
+    }
+}
+
 /// Writes batches to the target, set-based, one transaction per batch, with
-/// one `backfill.ledger` row per key written.
-#[derive(Clone, Debug)]
+/// one `backfill.ledger` row per key written, under the applier lock.
+#[derive(Debug)]
 pub struct PostgresSink {
     pool: PgPool,
-    journal_id: Uuid,
-    on_conflict: OnConflict,
+    journal_id: JournalId,
+    scope: LockScope,
     retries: u32,
+    lock: Option<TargetLock>,
 }
 
 impl PostgresSink {
-    /// A sink for the journal `journal_id`.
-    pub fn new(pool: PgPool, journal_id: Uuid, on_conflict: OnConflict) -> Self {
+    /// A sink for the journal `journal_id`, holding the whole target's lock.
+    pub fn new(pool: PgPool, journal_id: JournalId) -> Self {
         Self {
             pool,
             journal_id,
-            on_conflict,
+            scope: LockScope::Whole,
             retries: 5,
+            lock: None,
         }
     }
 
-    /// How many times a lost connection is retried (with backoff) per batch.
+    /// Holds the lock of `scope` instead of the whole target's.
+    pub fn with_scope(mut self, scope: LockScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// How many times a lost connection or a timeout is retried (with
+    /// backoff) per batch.
     pub fn with_retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
     }
 
+    /// Takes the applier lock if not held yet.
+    pub async fn lock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            self.lock = Some(TargetLock::acquire(&self.pool, self.scope).await?);
+        }
+        Ok(())
+    }
+
+    /// Releases the applier lock.
+    pub async fn unlock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+    }
+
     async fn try_apply(
-        &self,
-        run: Uuid,
+        &mut self,
+        run: RunId,
         events: &[&MigrationEvent],
-    ) -> std::result::Result<ApplyOutcome, sqlx::Error> {
+        on_conflict: OnConflict,
+    ) -> std::result::Result<ApplyOutcome, Attempt> {
         let mut tx = self.pool.begin().await?;
         let keys: Vec<i64> = events.iter().map(|e| e.collector_result_id).collect();
         let existing: Vec<ExistingRow> = sqlx::query_as(
@@ -209,10 +107,12 @@ impl PostgresSink {
         .bind(&keys)
         .fetch_all(&mut *tx)
         .await?;
-        let existing: std::collections::HashMap<i64, Existing> = existing
+        let existing: HashMap<i64, Existing> = existing
             .into_iter()
             .map(|(key, has_fact, journal, hash)| {
-                let ledger = journal.zip(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()));
+                let ledger = journal
+                    .map(JournalId)
+                    .zip(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()));
                 (key, Existing { has_fact, ledger })
             })
             .collect();
@@ -226,7 +126,7 @@ impl PostgresSink {
                 existing.get(&key).copied(),
                 self.journal_id,
                 event.content_hash.as_bytes(),
-                self.on_conflict,
+                on_conflict,
             ) {
                 Action::Write => to_write.push(event),
                 Action::Replace => {
@@ -269,75 +169,74 @@ impl PostgresSink {
         )
         .bind(&ledger_keys)
         .bind(&ledger_hashes)
-        .bind(self.journal_id)
-        .bind(run)
+        .bind(self.journal_id.0)
+        .bind(run.0)
         .execute(&mut *tx)
         .await?;
+        // Last, so that the lock is proven held as close to the commit as
+        // possible: a batch never commits beside another applier's.
+        if let Some(lock) = self.lock.as_mut() {
+            lock.check(&mut tx).await.map_err(|e| match e {
+                Error::Database { source, .. } | Error::ConnectionLost { source, .. } => {
+                    Attempt::Db(source)
+                }
+                other => Attempt::Lock(other),
+            })?;
+        }
         tx.commit().await?;
         Ok(outcome)
-    }
-
-    async fn apply_with_retries(
-        &self,
-        run: Uuid,
-        events: &[&MigrationEvent],
-    ) -> Result<std::result::Result<ApplyOutcome, sqlx::Error>> {
-        let mut attempt = 0u32;
-        loop {
-            match self.try_apply(run, events).await {
-                Ok(outcome) => return Ok(Ok(outcome)),
-                Err(err) if is_connection_error(&err) => {
-                    attempt += 1;
-                    if attempt > self.retries {
-                        return Err(Error::ConnectionLost {
-                            context: "applying a batch",
-                            attempts: attempt,
-                            source: err,
-                        });
-                    }
-                    let backoff = std::time::Duration::from_millis(200u64 << attempt.min(6));
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(err) => return Ok(Err(err)),
-            }
-        }
     }
 }
 
 impl Sink for PostgresSink {
-    /// Applies the batch; if the database refuses it, splits it in halves
-    /// until the refused keys are alone, marks only those failed, and commits
-    /// the rest.
-    async fn apply(&mut self, run: Uuid, events: &[MigrationEvent]) -> Result<ApplyOutcome> {
-        let migrating: Vec<&MigrationEvent> = events
-            .iter()
-            .filter(|e| e.target_rows().is_some())
-            .collect();
-        let mut outcome = ApplyOutcome::default();
-        let mut work: Vec<&[&MigrationEvent]> = vec![&migrating];
-        while let Some(part) = work.pop() {
-            if part.is_empty() {
-                continue;
-            }
-            match self.apply_with_retries(run, part).await? {
-                Ok(done) => {
-                    outcome.keys.extend(done.keys);
-                    outcome.tables.add(&done.tables);
+    async fn begin(&mut self) -> std::result::Result<(), backfill_engine::Error> {
+        self.lock().await.map_err(Into::into)
+    }
+
+    /// One transaction; lost connections and timeouts are retried with
+    /// backoff, then the run stops (resumable).
+    async fn apply(
+        &mut self,
+        run: RunId,
+        events: &[&MigrationEvent],
+        on_conflict: OnConflict,
+    ) -> std::result::Result<ApplyOutcome, ApplyError> {
+        let stop = |e: Error| ApplyError::Stop(e.into());
+        self.lock().await.map_err(stop)?;
+        let mut attempt = 0u32;
+        loop {
+            let err = match self.try_apply(run, events, on_conflict).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Attempt::Lock(err)) => return Err(stop(err)),
+                Err(Attempt::Db(err)) => err,
+            };
+            match fault(&err) {
+                Fault::KeyData => return Err(ApplyError::Refused(describe(&err))),
+                Fault::Target => {
+                    return Err(stop(Error::Database {
+                        context: "applying a batch",
+                        source: err,
+                    }))
                 }
-                Err(err) if part.len() == 1 => {
-                    outcome.keys.push((
-                        part[0].collector_result_id,
-                        KeyOutcome::Failed(describe(&err)),
-                    ));
-                }
-                Err(_) => {
-                    let (left, right) = part.split_at(part.len() / 2);
-                    work.push(right);
-                    work.push(left);
+                Fault::Connection | Fault::Transient => {
+                    attempt += 1;
+                    if attempt > self.retries {
+                        return Err(stop(Error::ConnectionLost {
+                            context: "applying a batch",
+                            attempts: attempt,
+                            source: err,
+                        }));
+                    }
+                    let backoff = Duration::from_millis(200u64 << attempt.min(6));
+                    tokio::time::sleep(backoff).await;
                 }
             }
         }
-        Ok(outcome)
+    }
+
+    async fn finish(&mut self) -> std::result::Result<(), backfill_engine::Error> {
+        self.unlock().await;
+        Ok(())
     }
 
     fn writes(&self) -> bool {
@@ -487,68 +386,4 @@ async fn write_rows(
         }
     }
     Ok(ids.into_keys().collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OURS: Uuid = Uuid::from_u128(1);
-    const HASH: [u8; 32] = [7; 32];
-
-    #[test]
-    fn classify_writes_when_nothing_is_there() {
-        assert_eq!(classify(None, OURS, &HASH, OnConflict::Skip), Action::Write);
-        let stale_ledger = Existing {
-            has_fact: false,
-            ledger: Some((OURS, HASH)),
-        };
-        assert_eq!(
-            classify(Some(stale_ledger), OURS, &HASH, OnConflict::Skip),
-            Action::Write
-        );
-    }
-
-    #[test]
-    fn classify_our_ledger_row_with_our_hash_is_already_applied() {
-        let ours = Existing {
-            has_fact: true,
-            ledger: Some((OURS, HASH)),
-        };
-        assert_eq!(
-            classify(Some(ours), OURS, &HASH, OnConflict::Skip),
-            Action::AlreadyApplied
-        );
-        assert_eq!(
-            classify(Some(ours), OURS, &HASH, OnConflict::Replace),
-            Action::AlreadyApplied
-        );
-    }
-
-    #[test]
-    fn classify_someone_elses_fact_is_left_unless_replace() {
-        for other in [
-            Existing {
-                has_fact: true,
-                ledger: None,
-            },
-            Existing {
-                has_fact: true,
-                ledger: Some((Uuid::from_u128(2), HASH)),
-            },
-            Existing {
-                has_fact: true,
-                ledger: Some((OURS, [8; 32])),
-            },
-        ] {
-            assert_eq!(
-                classify(Some(other), OURS, &HASH, OnConflict::Skip),
-                Action::ExistingInTarget
-            );
-            assert_eq!(
-                classify(Some(other), OURS, &HASH, OnConflict::Replace),
-                Action::Replace
-            );
-        }
-    }
 }

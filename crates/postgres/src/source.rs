@@ -8,6 +8,7 @@
 use std::fmt;
 
 use backfill_core::{Decimal, Directories, Json, SourceRow, Timestamp};
+use backfill_engine::{KeyRange, Source, SourceBatch};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -65,22 +66,6 @@ impl fmt::Display for SourceTable {
     }
 }
 
-/// Whole groups read in one batch.
-#[derive(Debug, Default)]
-pub struct SourceBatch {
-    /// (key, rows) in key order, rows in id order.
-    pub groups: Vec<(i64, Vec<SourceRow>)>,
-    /// Source rows in the batch.
-    pub rows: usize,
-}
-
-impl SourceBatch {
-    /// The last key of the batch.
-    pub fn last_key(&self) -> Option<i64> {
-        self.groups.last().map(|(k, _)| *k)
-    }
-}
-
 /// Reads the source and its directories.
 #[derive(Clone, Debug)]
 pub struct SourceReader {
@@ -134,7 +119,8 @@ impl SourceReader {
             "WITH upper_key AS (
                SELECT max(k) AS k FROM (
                  SELECT DISTINCT collector_result_id AS k FROM {t}
-                  WHERE collector_result_id > $1 ORDER BY 1 LIMIT $2) keys)
+                  WHERE collector_result_id > $1 AND collector_result_id <= $3
+                  ORDER BY 1 LIMIT $2) keys)
              SELECT {select} FROM {t}
               WHERE collector_result_id > $1
                 AND collector_result_id <= (SELECT k FROM upper_key)
@@ -181,17 +167,23 @@ impl SourceReader {
             .map(|e| format!("{e:.0}").parse().unwrap_or(0)))
     }
 
-    /// The next batch: the next `max_keys` distinct keys after `after` and
-    /// every row of each. `None` when the source is exhausted.
+    /// The next batch: the next `max_keys` distinct keys of `range` after
+    /// `after` and every row of each. `None` when the range is exhausted.
     pub async fn next_batch(
         &self,
+        range: KeyRange,
         after: Option<i64>,
         max_keys: usize,
     ) -> Result<Option<SourceBatch>> {
         let limit = i64::try_from(max_keys).unwrap_or(i64::MAX);
+        let after = after.or(range.start.map(|s| s.saturating_sub(1)));
+        let Some(last) = range.end.map_or(Some(i64::MAX), |e| e.checked_sub(1)) else {
+            return Ok(None);
+        };
         let rows = sqlx::query(&self.batch_sql)
             .bind(after.unwrap_or(i64::MIN))
             .bind(limit)
+            .bind(last)
             .fetch_all(&self.pool)
             .await
             .map_err(db("reading source rows"))?;
@@ -313,5 +305,44 @@ impl SourceReader {
             dirs.add_collector_result(id, Timestamp(created_at));
         }
         Ok(())
+    }
+}
+
+impl Source for SourceReader {
+    fn describe(&self) -> String {
+        format!("table {}", self.table)
+    }
+
+    async fn is_empty(&self) -> backfill_engine::Result<bool> {
+        Ok(SourceReader::is_empty(self).await?)
+    }
+
+    async fn estimate_rows(&self) -> backfill_engine::Result<Option<u64>> {
+        Ok(SourceReader::estimate_rows(self).await?)
+    }
+
+    async fn next_batch(
+        &self,
+        range: KeyRange,
+        after: Option<i64>,
+        max_keys: usize,
+    ) -> backfill_engine::Result<Option<SourceBatch>> {
+        Ok(SourceReader::next_batch(self, range, after, max_keys).await?)
+    }
+
+    async fn groups_of(&self, keys: &[i64]) -> backfill_engine::Result<SourceBatch> {
+        Ok(SourceReader::groups_of(self, keys).await?)
+    }
+
+    async fn load_directories(&self) -> backfill_engine::Result<Directories> {
+        Ok(SourceReader::load_directories(self).await?)
+    }
+
+    async fn load_collector_results(
+        &self,
+        dirs: &mut Directories,
+        keys: &[i64],
+    ) -> backfill_engine::Result<()> {
+        Ok(SourceReader::load_collector_results(self, dirs, keys).await?)
     }
 }

@@ -60,7 +60,7 @@ impl TestDb {
     /// A database with the contract schema (source and target).
     pub async fn with_schema() -> Self {
         let db = Self::empty().await;
-        schema::apply(&db.pool, true, true)
+        schema::apply(&db.pool, schema::SchemaParts::ALL)
             .await
             .expect("apply schema");
         db

@@ -2,13 +2,14 @@
 //! contract schema, synthetic data, the backfill with its progress display,
 //! the summary and the status.
 
-use std::str::FromStr;
-
 use anyhow::{Context, Result};
+use backfill_engine::{EngineSettings, Limits, Mode, RunControl};
+use backfill_journal::SourceFingerprint;
 use backfill_postgres::{demo, schema, PostgresSink, SourceReader, SourceTable};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 
 use crate::args::{Cli, DemoArgs};
+use crate::settings::Endpoint;
 use crate::{context, output, Exit};
 
 pub const DEMO_DATABASE: &str = "backfill_demo";
@@ -18,7 +19,8 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         .database_url
         .clone()
         .context("the demo needs a server: pass --database-url or set DATABASE_URL")?;
-    let admin = backfill_postgres::connect(&url, 1).await?;
+    let server = Endpoint::parse(&url, "--database-url (DATABASE_URL)")?;
+    let admin = server.connect(1).await?;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
     ))
@@ -30,12 +32,11 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         .await
         .context("creating the demo database")?;
     admin.close().await;
-    let options = PgConnectOptions::from_str(&url)?.database(DEMO_DATABASE);
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect_with(options)
+        .connect_with(server.options().clone().database(DEMO_DATABASE))
         .await?;
-    schema::apply(&pool, true, true).await?;
+    schema::apply(&pool, schema::SchemaParts::ALL).await?;
     out!(
         "seeding {} collector results into database {DEMO_DATABASE}…",
         args.results
@@ -47,33 +48,39 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     }
     let journal = context::open_journal(&cli.journal)?;
     let table = SourceTable::default();
-    journal.bind_source(&backfill_journal::SourceFingerprint {
-        database: format!("{DEMO_DATABASE} on {}", backfill_postgres::redact_url(&url)),
+    journal.bind_source(&SourceFingerprint {
+        database: format!("{DEMO_DATABASE} on {}", server.display()),
         table: table.to_string(),
     })?;
     schema::ensure_ledger(&pool).await?;
-    let engine = backfill_postgres::Engine::new(
+    let engine = backfill_engine::Engine::new(
         SourceReader::new(pool.clone(), table),
         journal.clone(),
-        backfill_postgres::EngineOptions {
-            batch_size: usize::try_from(args.batch_size).unwrap_or(1000),
-            ..Default::default()
+        EngineSettings {
+            command: "demo".into(),
+            options: vec![("results".into(), args.results.to_string())],
+            ..EngineSettings::default()
         },
-    )
-    .with_progress(output::progress(cli.quiet));
-    context::on_signals(&engine, cli.quiet);
-    let run = journal.start_run("demo", vec![("results".into(), args.results.to_string())])?;
-    let mut sink = PostgresSink::new(
-        pool.clone(),
-        journal.id(),
-        backfill_postgres::OnConflict::Skip,
+        RunControl::new(Limits {
+            batch_size: usize::try_from(args.batch_size).unwrap_or(1000),
+            ..Limits::default()
+        }),
     );
-    let summary = engine.run(&mut sink, run).await?;
-    journal.end_run(run, output::pass_counts(&journal, &summary))?;
-    schema::refresh_view(&pool).await?;
+    output::observe(engine.control(), cli, false);
+    crate::signals::install(engine.control(), cli.quiet);
+    let mut sink = PostgresSink::new(pool.clone(), journal.id());
+    let report = engine
+        .execute(Mode::Backfill { rescan: false }, &mut sink)
+        .await;
+    let finished = report.error.is_none() && !report.summary.interrupted;
+    let refreshed = if finished {
+        schema::refresh_view(&pool).await.err().map(Into::into)
+    } else {
+        None
+    };
     output::summary(
         "demo",
-        &summary,
+        &report.summary,
         &journal,
         cli.json,
         &format!(
@@ -81,10 +88,16 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
             cli.journal.display()
         ),
     );
+    let exit = context::conclude(
+        report,
+        refreshed,
+        &journal,
+        &crate::resume_command(cli, false),
+    );
     // Rejections are expected in the demo data; it succeeded if it finished.
-    Ok(if summary.interrupted {
-        Exit::Interrupted
-    } else {
+    Ok(if exit == Exit::Problems {
         Exit::Ok
+    } else {
+        exit
     })
 }

@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn record_view(seq: u64, at: i64, run: Option<uuid::Uuid>, record: &Record) -> Value {
+fn record_view(seq: u64, at: i64, run: Option<backfill_journal::RunId>, record: &Record) -> Value {
     let mut v = json!({ "seq": seq, "at_us": at, "run": run, "record": record.kind() });
     match record {
         Record::Planned { event } => {
@@ -102,6 +102,12 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
         .map(str::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let reason_filter: Option<backfill_journal::Reason> = args
+        .reason
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let mut unresolved: BTreeMap<String, u64> = BTreeMap::new();
     let mut notes: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut keys = Vec::new();
@@ -115,12 +121,9 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
                 }
             }
         }
-        let listed = (state_filter.is_some() || args.reason.is_some())
+        let listed = (state_filter.is_some() || reason_filter.is_some())
             && state_filter.is_none_or(|s| s == status.state)
-            && args
-                .reason
-                .as_ref()
-                .is_none_or(|r| status.reason.as_ref() == Some(r));
+            && reason_filter.is_none_or(|r| status.reason == Some(r));
         if listed && keys.len() < args.limit {
             keys.push(json!({
                 "collector_result_id": key, "state": status.state, "reason": status.reason, "error": status.error,
@@ -136,7 +139,7 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
             json!({
                 "id": r.id, "command": r.command, "options": r.options,
                 "started_at_us": r.started_at.micros(), "ended_at_us": r.ended_at.map(|t| t.micros()),
-                "counts": r.counts,
+                "end": r.end, "counts": r.counts,
             })
         })
         .collect();

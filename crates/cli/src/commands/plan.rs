@@ -1,33 +1,46 @@
 //! `plan`: source → journal; the target is not touched.
 
 use anyhow::Result;
-use backfill_postgres::SourceTable;
+use backfill_engine::{Mode, NullSink};
 
 use crate::args::{Cli, PlanArgs};
+use crate::settings::{Databases, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
-    context::validate(&args.common)?;
-    let source = backfill_postgres::connect(&context::source_url(cli)?, 4).await?;
-    let table = SourceTable::parse(&args.common.source_table);
-    context::require_schema(&source, None, &table).await?;
+    let settings = RunSettings::resolve(&args.common)?;
+    let databases = Databases::resolve(cli)?;
+    let source = databases.source.connect(4).await?;
+    context::require_schema(&source, None, &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
-    context::bind_source(&journal, cli, &table)?;
-    let engine = context::engine(source, journal.clone(), &args.common, args.rescan)
-        .with_progress(output::progress(cli.quiet || cli.json));
-    context::on_signals(&engine, cli.quiet);
-    let run = journal.start_run(
+    context::bind_source(&journal, &databases, &settings.table)?;
+    let engine = settings.engine(
+        source,
+        journal.clone(),
         "plan",
-        context::run_options(&args.common, &[("rescan", args.rescan.to_string())]),
-    )?;
-    let summary = engine.plan(run).await?;
-    journal.end_run(run, output::pass_counts(&journal, &summary))?;
+        &[("rescan", args.rescan.to_string())],
+    );
+    output::observe(engine.control(), cli, false);
+    crate::signals::install(engine.control(), cli.quiet);
+    let report = engine
+        .execute(
+            Mode::Plan {
+                rescan: args.rescan,
+            },
+            &mut NullSink,
+        )
+        .await;
     output::summary(
         "plan",
-        &summary,
+        &report.summary,
         &journal,
         cli.json,
-        "backfill replay (or replay --dry-run)",
+        &format!("{} (or with --dry-run)", crate::resume_command(cli, false)),
     );
-    Ok(crate::commands::exit_for(&summary, &journal))
+    Ok(context::conclude(
+        report,
+        None,
+        &journal,
+        &crate::resume_command(cli, false),
+    ))
 }

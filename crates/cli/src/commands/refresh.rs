@@ -1,13 +1,14 @@
 //! `refresh`: REFRESH MATERIALIZED VIEW [CONCURRENTLY] mv_brand_daily_metrics.
 
 use anyhow::Result;
-use backfill_postgres::{connect, schema};
+use backfill_postgres::schema;
 
 use crate::args::Cli;
-use crate::{context, Exit};
+use crate::settings::Databases;
+use crate::Exit;
 
 pub async fn run(cli: &Cli) -> Result<Exit> {
-    let target = connect(&context::target_url(cli)?, 1).await?;
+    let target = Databases::resolve(cli)?.target.connect(1).await?;
     let concurrent = schema::refresh_view(&target).await?;
     if !cli.quiet {
         let how = if concurrent { " concurrently" } else { "" };

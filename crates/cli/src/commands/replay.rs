@@ -1,80 +1,70 @@
-//! `replay [--dry-run]`: journal → target, resuming anything.
+//! `replay [--dry-run]`: journal → target, resuming anything (the engine
+//! first finishes a pass over the source that did not end).
 
 use anyhow::Result;
-use backfill_postgres::{schema, NullSink, PostgresSink, SourceTable};
+use backfill_engine::{Mode, NullSink};
+use backfill_journal::PassState;
+use backfill_postgres::{schema, PostgresSink};
 
 use crate::args::{Cli, ReplayArgs};
+use crate::settings::{Databases, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
-    context::validate(&args.common)?;
-    let (source, target) = context::pools(cli).await?;
-    let table = SourceTable::parse(&args.common.source_table);
-    context::require_schema(&source, Some(&target), &table).await?;
+    let settings = RunSettings::resolve(&args.common)?;
+    let databases = Databases::resolve(cli)?;
+    let (source, target) = databases.pools().await?;
+    context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
-    // A pass over the source that did not finish (kill -9, crash, signal) is
-    // resumed too: replay after any interruption gives the rows of an
-    // uninterrupted run.
-    let resume_source = output::pass_unfinished(&journal)?;
-    if resume_source {
-        context::bind_source(&journal, cli, &table)?;
+    if journal.source().is_some() {
+        // Replay reads the source to finish a pass or re-plan drifted keys:
+        // only the source the journal was planned from.
+        context::bind_source(&journal, &databases, &settings.table)?;
     }
-    let engine = context::engine(source, journal.clone(), &args.common, false)
-        .with_progress(output::progress(cli.quiet || cli.json));
-    context::on_signals(&engine, cli.quiet);
-    let options = context::run_options(
-        &args.common,
+    let engine = settings.engine(
+        source,
+        journal.clone(),
+        "replay",
         &[
             ("dry-run", args.dry_run.to_string()),
-            ("resume-source", resume_source.to_string()),
+            ("retry-failed", (!args.no_retry_failed).to_string()),
+            ("reapply-drifted", args.reapply_drifted.to_string()),
         ],
     );
-    // Resuming the source makes this a pass over it: recorded as `run`.
-    let command = if resume_source && !args.dry_run {
-        "run"
-    } else {
-        "replay"
+    output::observe(engine.control(), cli, args.dry_run);
+    crate::signals::install(engine.control(), cli.quiet);
+    let mode = Mode::Replay {
+        retry_failed: !args.no_retry_failed,
+        reapply_drifted: args.reapply_drifted,
     };
-    let run = journal.start_run(command, options)?;
-    let retry_failed = !args.no_retry_failed;
-    let summary = if args.dry_run {
-        engine.replay(&mut NullSink, run, retry_failed).await?
+    let finishes_pass = !args.dry_run && journal.pass() == Some(PassState::Reading);
+    let report = if args.dry_run {
+        engine.execute(mode, &mut NullSink).await
     } else {
-        let (_lock, mut sink) = context::target_sink(&target, &journal, &args.common).await?;
-        let mut summary = if resume_source {
-            // Finish the pass (from the cursor), then the pending keys.
-            let mut summary = engine.run(&mut sink, run).await?;
-            if !summary.interrupted && retry_failed {
-                summary.merge(engine.replay(&mut sink, run, true).await?);
-            }
-            summary
-        } else {
-            engine.replay(&mut sink, run, retry_failed).await?
-        };
-        if args.reapply_drifted && !summary.interrupted {
-            let mut replace = PostgresSink::new(
-                target.clone(),
-                journal.id(),
-                backfill_postgres::OnConflict::Replace,
-            );
-            summary.merge(engine.reapply_drifted(&mut replace, run).await?);
-        }
-        summary
+        schema::ensure_ledger(&target).await?;
+        let mut sink = PostgresSink::new(target.clone(), journal.id());
+        engine.execute(mode, &mut sink).await
     };
-    if command == "run" {
-        journal.end_run(run, output::pass_counts(&journal, &summary))?;
-        if !summary.interrupted {
-            schema::refresh_view(&target).await?;
-        }
+    // A replay that finished a pass over the source is a backfill's end:
+    // refresh the view as `run` does.
+    let finished = report.error.is_none() && !report.summary.interrupted;
+    let refreshed = if finishes_pass && finished {
+        schema::refresh_view(&target).await.err().map(Into::into)
     } else {
-        journal.end_run(run, output::journal_counts(&journal))?;
-    }
-    output::summary(
-        "replay",
-        &summary,
+        None
+    };
+    let next = if args.dry_run {
+        "backfill replay (without --dry-run)"
+    } else if finishes_pass {
+        "backfill status; backfill journal verify"
+    } else {
+        "backfill refresh, then backfill status"
+    };
+    output::summary("replay", &report.summary, &journal, cli.json, next);
+    Ok(context::conclude(
+        report,
+        refreshed,
         &journal,
-        cli.json,
-        "backfill refresh, then backfill status",
-    );
-    Ok(crate::commands::exit_for(&summary, &journal))
+        &crate::resume_command(cli, args.dry_run),
+    ))
 }

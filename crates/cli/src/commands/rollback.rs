@@ -2,16 +2,19 @@
 //! written; prints what it would do unless `--yes`.
 
 use anyhow::Result;
-use backfill_postgres::{audit, connect, schema};
+use backfill_journal::{RunEnd, RunId};
+use backfill_postgres::audit::{self, RollbackOptions};
+use backfill_postgres::{schema, LockScope, TargetLock};
 
 use crate::args::{Cli, RollbackArgs};
+use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
-    let target = connect(&context::target_url(cli)?, 2).await?;
+    let target = Databases::resolve(cli)?.target.connect(2).await?;
     schema::ensure_ledger(&target).await?;
     let journal = context::open_journal(&cli.journal)?;
-    let _lock = context::lock_target(&target).await?;
+    let lock = TargetLock::acquire(&target, LockScope::Whole).await?;
     let run = if args.yes {
         let options = vec![
             (
@@ -24,21 +27,20 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
         ];
         journal.start_run("rollback", options)?
     } else {
-        uuid::Uuid::nil()
+        RunId::NIL
     };
-    let report = audit::rollback(
-        &journal,
-        &target,
-        args.run,
-        args.force,
-        args.yes,
-        args.batch_size,
-        run,
-    )
-    .await?;
+    let options = RollbackOptions {
+        only_run: args.run.map(RunId),
+        force: args.force,
+        execute: args.yes,
+        batch_size: args.batch_size,
+    };
+    let report = audit::rollback(&journal, &target, options, run).await?;
+    lock.release().await;
     if args.yes {
         journal.end_run(
             run,
+            RunEnd::Completed,
             vec![(
                 "rolled_back".into(),
                 u64::try_from(report.removed.len() + report.already_gone.len())?,

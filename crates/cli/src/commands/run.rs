@@ -1,44 +1,57 @@
-//! `run [--dry-run]`: plan and replay pipelined, then refresh the view.
+//! `run [--dry-run]`: plan and apply pipelined, then refresh the view.
 
 use anyhow::Result;
-use backfill_postgres::{schema, NullSink, SourceTable};
+use backfill_engine::{Mode, NullSink};
+use backfill_postgres::{schema, PostgresSink};
 
 use crate::args::{Cli, RunArgs};
+use crate::settings::{Databases, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
-    context::validate(&args.common)?;
-    let (source, target) = context::pools(cli).await?;
-    let table = SourceTable::parse(&args.common.source_table);
-    context::require_schema(&source, Some(&target), &table).await?;
+    let settings = RunSettings::resolve(&args.common)?;
+    let databases = Databases::resolve(cli)?;
+    let (source, target) = databases.pools().await?;
+    context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
-    context::bind_source(&journal, cli, &table)?;
-    let engine = context::engine(source, journal.clone(), &args.common, args.rescan)
-        .with_progress(output::progress(cli.quiet || cli.json));
-    context::on_signals(&engine, cli.quiet);
-    let options = context::run_options(
-        &args.common,
+    context::bind_source(&journal, &databases, &settings.table)?;
+    let engine = settings.engine(
+        source,
+        journal.clone(),
+        "run",
         &[
             ("dry-run", args.dry_run.to_string()),
             ("rescan", args.rescan.to_string()),
         ],
     );
-    let run = journal.start_run("run", options)?;
-    let summary = if args.dry_run {
-        engine.run(&mut NullSink, run).await?
-    } else {
-        let (_lock, mut sink) = context::target_sink(&target, &journal, &args.common).await?;
-        engine.run(&mut sink, run).await?
+    output::observe(engine.control(), cli, args.dry_run);
+    crate::signals::install(engine.control(), cli.quiet);
+    let mode = Mode::Backfill {
+        rescan: args.rescan,
     };
-    journal.end_run(run, output::pass_counts(&journal, &summary))?;
-    if !args.dry_run && !args.no_refresh && !summary.interrupted {
-        schema::refresh_view(&target).await?;
-    }
+    let report = if args.dry_run {
+        engine.execute(mode, &mut NullSink).await
+    } else {
+        schema::ensure_ledger(&target).await?;
+        let mut sink = PostgresSink::new(target.clone(), journal.id());
+        engine.execute(mode, &mut sink).await
+    };
+    let finished = report.error.is_none() && !report.summary.interrupted;
+    let refreshed = if !args.dry_run && !args.no_refresh && finished {
+        schema::refresh_view(&target).await.err().map(Into::into)
+    } else {
+        None
+    };
     let next = if args.dry_run {
         "backfill run (without --dry-run)"
     } else {
         "backfill status; backfill journal verify"
     };
-    output::summary("run", &summary, &journal, cli.json, next);
-    Ok(crate::commands::exit_for(&summary, &journal))
+    output::summary("run", &report.summary, &journal, cli.json, next);
+    Ok(context::conclude(
+        report,
+        refreshed,
+        &journal,
+        &crate::resume_command(cli, args.dry_run),
+    ))
 }

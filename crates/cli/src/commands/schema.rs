@@ -1,16 +1,17 @@
 //! `schema check` and `schema apply`.
 
 use anyhow::Result;
-use backfill_postgres::{connect, schema, SourceTable};
+use backfill_postgres::schema::{self, SchemaParts};
+use backfill_postgres::SourceTable;
 
 use crate::args::{Cli, SchemaCommand};
-use crate::context;
+use crate::settings::Databases;
 use crate::Exit;
 
 pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
     match action {
         SchemaCommand::Check { source_table } => {
-            let (source, target) = context::pools(cli).await?;
+            let (source, target) = Databases::resolve(cli)?.pools().await?;
             let table = SourceTable::parse(source_table);
             let mut missing = schema::check_source(&source, &table).await?.missing;
             missing.extend(schema::check_target(&target).await?.missing);
@@ -36,13 +37,22 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
         }
         SchemaCommand::Apply { source, target } => {
             let both = !source && !target;
+            let databases = Databases::resolve(cli)?;
             if *source || both {
-                let pool = connect(&context::source_url(cli)?, 1).await?;
-                schema::apply(&pool, true, false).await?;
+                let pool = databases.source.connect(1).await?;
+                let parts = SchemaParts {
+                    source: true,
+                    target: false,
+                };
+                schema::apply(&pool, parts).await?;
             }
             if *target || both {
-                let pool = connect(&context::target_url(cli)?, 1).await?;
-                schema::apply(&pool, false, true).await?;
+                let pool = databases.target.connect(1).await?;
+                let parts = SchemaParts {
+                    source: false,
+                    target: true,
+                };
+                schema::apply(&pool, parts).await?;
             }
             if !cli.quiet {
                 out!("schema applied")?;

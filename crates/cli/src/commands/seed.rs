@@ -1,13 +1,14 @@
 //! `seed`: synthetic source data (the demo's) in the source database.
 
 use anyhow::Result;
-use backfill_postgres::{connect, demo};
+use backfill_postgres::demo;
 
 use crate::args::{Cli, SeedArgs};
-use crate::{context, Exit};
+use crate::settings::Databases;
+use crate::Exit;
 
 pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
-    let pool = connect(&context::source_url(cli)?, 1).await?;
+    let pool = Databases::resolve(cli)?.source.connect(1).await?;
     demo::seed(&pool, args.results).await?;
     if !cli.quiet {
         out!("seeded {} collector results", args.results)?;

@@ -1,6 +1,7 @@
 //! `status`: counts by state, cursor, runs, rate — from the journal alone.
 
 use anyhow::Result;
+use backfill_journal::RunEnd;
 
 use crate::args::Cli;
 use crate::{context, output, Exit};
@@ -23,6 +24,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                     "id": r.id, "command": r.command, "options": r.options,
                     "started_at_us": r.started_at.micros(),
                     "ended_at_us": r.ended_at.map(|t| t.micros()),
+                    "end": r.end,
                     "counts": r.counts,
                 })
             })
@@ -30,7 +32,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         let value = serde_json::json!({
             "journal": { "id": journal.id(), "path": journal.path(), "format_version": journal.format_version(),
                          "mapping_version": journal.mapping_version(), "source": journal.source(),
-                         "cursor": journal.cursor(), "entries": journal.entries() },
+                         "cursor": journal.cursor(), "pass": journal.pass(), "entries": journal.entries() },
             "states": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             "runs": runs,
         });
@@ -63,15 +65,20 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             .map(|(_, v)| *v)
             .sum();
         let rate = secs
-            .filter(|s| *s > 0.0)
-            .map(|s| format!(", {:.0} applied keys/s in journal", applied as f64 / s));
+            .filter(|s| *s > 0.0 && applied > 0)
+            .map(|s| format!(", {applied} keys applied ({:.0}/s)", applied as f64 / s));
+        let end = match &run.end {
+            None => "did not end (killed?)".to_owned(),
+            Some(RunEnd::Completed) => "completed".to_owned(),
+            Some(RunEnd::Interrupted) => "interrupted".to_owned(),
+            Some(RunEnd::Stopped { kind, error }) => format!("stopped ({kind}): {error}"),
+        };
         out!(
-            "    {} {:<8} {}{}",
+            "    {} {:<8} {}{} {end}{}",
             run.id,
             run.command,
-            secs.map_or("(did not end: interrupted?)".to_owned(), |s| format!(
-                "{s:.1}s"
-            )),
+            secs.map_or(String::new(), |s| format!("{s:.1}s")),
+            if secs.is_some() { "," } else { "" },
             rate.unwrap_or_default()
         )?;
     }

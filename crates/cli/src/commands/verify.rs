@@ -1,13 +1,14 @@
 //! `journal verify`: target rows vs journal vs ledger, key by key.
 
 use anyhow::Result;
-use backfill_postgres::{audit, connect};
+use backfill_postgres::audit;
 
 use crate::args::{Cli, VerifyArgs};
+use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
-    let target = connect(&context::target_url(cli)?, 2).await?;
+    let target = Databases::resolve(cli)?.target.connect(2).await?;
     backfill_postgres::schema::ensure_ledger(&target).await?;
     let journal = context::open_journal(&cli.journal)?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;

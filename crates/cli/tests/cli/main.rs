@@ -56,7 +56,7 @@ fn a_bad_url_is_exit_2_and_hides_the_password() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "cannot connect to postgres://postgres:***@127.0.0.1:1/nothing",
+            "cannot connect to postgres://postgres@127.0.0.1:1/nothing",
         ))
         .stderr(predicate::str::contains("hunter2").not());
 }

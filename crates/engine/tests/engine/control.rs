@@ -7,9 +7,7 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use backfill_core::MigrationEvent;
-use backfill_engine::{
-    ApplyError, ApplyOutcome, KeyResult, Mode, OnConflict, RunId, Sink,
-};
+use backfill_engine::{ApplyError, ApplyOutcome, KeyResult, Mode, OnConflict, RunId, Sink};
 use backfill_journal::{PassState, RunEnd, State};
 
 use crate::support::{Recorder, World};
@@ -77,7 +75,11 @@ async fn a_stop_ends_a_throttle_wait_at_once() {
         .expect("a stop must end the throttle's sleep");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(report.summary.interrupted);
-    assert_eq!(report.summary.of(KeyResult::Applied), 2, "the batch in flight ends");
+    assert_eq!(
+        report.summary.of(KeyResult::Applied),
+        2,
+        "the batch in flight ends"
+    );
     assert_eq!(w.journal.pass(), Some(PassState::Reading));
 }
 

@@ -30,8 +30,10 @@ async fn backfill_writes_every_migrating_key_once_and_a_rerun_changes_nothing() 
     assert_eq!((s.keys_read, s.keys_planned), (42, 42));
     assert!(s.has_problems(), "a rejected key is a problem");
     // The target holds exactly the core's events, hash for hash.
-    let expected: std::collections::BTreeMap<_, _> =
-        migrating.iter().map(|k| (*k, w.expected_hash(*k))).collect();
+    let expected: std::collections::BTreeMap<_, _> = migrating
+        .iter()
+        .map(|k| (*k, w.expected_hash(*k)))
+        .collect();
     assert_eq!(target(&sink), expected);
     assert_eq!(w.journal.count(State::Applied), 40);
     assert_eq!(w.journal.pass(), Some(PassState::Exhausted));
@@ -113,7 +115,12 @@ async fn regression_a_replay_that_finishes_the_pass_does_not_retry_its_own_failu
     assert!(first.summary.interrupted);
     assert_eq!(w.journal.pass(), Some(PassState::Reading));
     let replay = w.engine(5).execute(REPLAY, &mut sink.clone()).await;
-    assert_eq!(replay.summary.of(KeyResult::Failed), 1, "{:?}", replay.summary);
+    assert_eq!(
+        replay.summary.of(KeyResult::Failed),
+        1,
+        "{:?}",
+        replay.summary
+    );
     assert_eq!(w.journal.status(18).unwrap().unwrap().failures, 1);
     assert_eq!(w.journal.pass(), Some(PassState::Exhausted));
 }
@@ -133,7 +140,13 @@ async fn a_stopping_error_records_what_committed_and_reports_it() {
     assert_eq!(target(&sink).len(), 10);
     let run = w.journal.run(report.run.unwrap()).unwrap().unwrap();
     assert!(
-        matches!(&run.end, Some(RunEnd::Stopped { kind: ErrorKind::Resumable, .. })),
+        matches!(
+            &run.end,
+            Some(RunEnd::Stopped {
+                kind: ErrorKind::Resumable,
+                ..
+            })
+        ),
         "{:?}",
         run.end
     );
@@ -157,7 +170,11 @@ async fn an_empty_source_is_refused_before_a_run_is_recorded() {
             ..EngineSettings::default()
         },
     );
-    assert!(allowed.execute(BACKFILL, &mut w.sink()).await.error.is_none());
+    assert!(allowed
+        .execute(BACKFILL, &mut w.sink())
+        .await
+        .error
+        .is_none());
 }
 
 #[tokio::test]
@@ -183,7 +200,9 @@ async fn a_live_writers_fact_is_skipped_and_journaled_with_its_reason() {
     sink.insert_foreign(4);
     let report = w.engine(10).execute(BACKFILL, &mut sink.clone()).await;
     assert_eq!(
-        report.summary.of(KeyResult::Skipped(Reason::ExistingInTarget)),
+        report
+            .summary
+            .of(KeyResult::Skipped(Reason::ExistingInTarget)),
         1
     );
     let status = w.journal.status(4).unwrap().unwrap();
@@ -228,7 +247,10 @@ async fn drifted_keys_are_replanned_and_replaced_on_request() {
 async fn shards_by_key_range_together_write_what_one_engine_writes() {
     let whole = World::new(30);
     let whole_sink = whole.sink();
-    whole.engine(4).execute(BACKFILL, &mut whole_sink.clone()).await;
+    whole
+        .engine(4)
+        .execute(BACKFILL, &mut whole_sink.clone())
+        .await;
 
     let mut union = std::collections::BTreeMap::new();
     for range in [
@@ -264,6 +286,9 @@ async fn the_memory_source_plans_what_the_core_plans_from_the_groups_own_directo
     let sink: MemorySink = w.sink();
     w.engine(2).execute(BACKFILL, &mut sink.clone()).await;
     for key in 1..=5 {
-        assert_eq!(w.journal.event(key).unwrap().unwrap().content_hash, w.expected_hash(key));
+        assert_eq!(
+            w.journal.event(key).unwrap().unwrap().content_hash,
+            w.expected_hash(key)
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use backfill_core::testing::{realistic_group, GroupBuilder, Group};
+use backfill_core::testing::{realistic_group, Group, GroupBuilder};
 use backfill_core::{plan, Digest};
 use backfill_engine::{
     Engine, EngineSettings, Event, Limits, MemorySink, MemorySource, Observer, RunControl,

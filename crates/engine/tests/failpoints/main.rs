@@ -24,7 +24,10 @@ fn world(n: i64) -> (MemorySource, Arc<Journal>, tempfile::TempDir) {
             source.add_collector_result(key, at);
         }
         if key == 1 {
-            source.add_brand(g.brand_id, g.directories.brand_customer(g.brand_id).flatten());
+            source.add_brand(
+                g.brand_id,
+                g.directories.brand_customer(g.brand_id).flatten(),
+            );
             for name in ["Acme", "Beta Corp", "Gamma", "Delta", "Epsilon"] {
                 source.add_competitor(g.brand_id, g.competitor_id(name), name);
             }
@@ -71,7 +74,9 @@ async fn target_committed_journal_not_is_reconciled_from_the_ledger() {
     assert_eq!(journal.count(State::Applied), 0, "the journal never heard");
     fail::cfg("engine::after_apply", "off").unwrap();
 
-    let replay = engine(&source, &journal).execute(REPLAY, &mut sink.clone()).await;
+    let replay = engine(&source, &journal)
+        .execute(REPLAY, &mut sink.clone())
+        .await;
     assert!(replay.error.is_none(), "{:?}", replay.error);
     assert_eq!(replay.summary.of(KeyResult::AlreadyApplied), 5);
     assert_eq!(replay.summary.of(KeyResult::Applied), 15);
@@ -100,10 +105,15 @@ async fn journal_recorded_target_not_is_applied_by_the_next_replay() {
     assert!(crashed.error.is_some());
     assert_eq!(sink.applies(), 0, "the target never saw a batch");
     let pending = journal.count(State::Pending);
-    assert!(pending >= 5, "the first batch is recorded pending: {pending}");
+    assert!(
+        pending >= 5,
+        "the first batch is recorded pending: {pending}"
+    );
     fail::cfg("engine::before_apply", "off").unwrap();
 
-    let replay = engine(&source, &journal).execute(REPLAY, &mut sink.clone()).await;
+    let replay = engine(&source, &journal)
+        .execute(REPLAY, &mut sink.clone())
+        .await;
     assert!(replay.error.is_none(), "{:?}", replay.error);
     assert_eq!(replay.summary.of(KeyResult::Applied), 20);
     assert_eq!(replay.summary.of(KeyResult::AlreadyApplied), 0);

@@ -195,7 +195,12 @@ fn check(
             Some(m) => {
                 let s = status.expect("status");
                 prop_assert_eq!(s.state, m.state, "key {}", key);
-                prop_assert_eq!(s.reason.map(|r| r.code().to_owned()), m.reason.clone(), "key {}", key);
+                prop_assert_eq!(
+                    s.reason.map(|r| r.code().to_owned()),
+                    m.reason.clone(),
+                    "key {}",
+                    key
+                );
                 prop_assert_eq!(s.content_hash, m.content_hash);
                 prop_assert_eq!(journal.history(key).unwrap().len(), m.records);
                 prop_assert_eq!(
