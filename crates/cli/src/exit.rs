@@ -51,6 +51,25 @@ pub fn exit_code(
     }
 }
 
+/// What the operator can do about a library error, in command-line terms
+/// (the libraries' messages do not know the flags).
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    err.chain().find_map(|cause| {
+        if let Some(backfill_engine::Error::EmptySource { .. }) = cause.downcast_ref() {
+            return Some("name the right table with --source-table, or pass --allow-empty if an empty source is expected");
+        }
+        match cause.downcast_ref::<backfill_journal::Error>() {
+            Some(backfill_journal::Error::Locked { .. }) => {
+                Some("another backfill uses this journal; wait for it, or pass another --journal")
+            }
+            Some(backfill_journal::Error::SourceMismatch { .. }) => {
+                Some("use a separate --journal for each source")
+            }
+            _ => None,
+        }
+    })
+}
+
 /// The kind of the first classified error in an error's chain
 /// (configuration if none says otherwise).
 pub fn kind_of(err: &anyhow::Error) -> ErrorKind {

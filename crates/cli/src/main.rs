@@ -30,11 +30,14 @@ pub use exit::Exit;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Prints an error and its causes.
+/// Prints an error, its causes, and the flag that addresses it.
 pub fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = exit::hint(err) {
+        eprintln!("hint: {hint}");
     }
 }
 

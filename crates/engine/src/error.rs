@@ -15,7 +15,9 @@ use backfill_journal::ErrorKind;
 #[non_exhaustive]
 pub enum Error {
     /// The source has no rows and the settings do not allow that.
-    #[error("source {source_name} is empty: nothing to backfill (wrong source table or database?); allow an empty source if that is expected")]
+    #[error(
+        "source {source_name} is empty: nothing to backfill (wrong source table or database?)"
+    )]
     EmptySource {
         /// The source, as its adapter describes it.
         source_name: String,

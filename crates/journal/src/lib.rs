@@ -115,7 +115,7 @@ impl Error {
 #[non_exhaustive]
 pub enum Error {
     /// Another process has the journal open.
-    #[error("journal {path} is in use by another process (one writer at a time); wait for it to finish or use another --journal directory")]
+    #[error("journal {path} is in use by another process (one writer at a time); wait for it to finish or use another journal directory")]
     Locked {
         /// The journal directory.
         path: PathBuf,
@@ -130,7 +130,7 @@ pub enum Error {
     },
     /// The journal was written by an earlier version of backfill, in a format
     /// this one does not read.
-    #[error("journal {path} has format version {found}, written by an earlier backfill; this backfill reads format {supported}: finish it with the backfill that wrote it, or plan again into a new --journal directory")]
+    #[error("journal {path} has format version {found}, written by an earlier backfill; this backfill reads format {supported}: finish it with the backfill that wrote it, or plan again into a new journal directory")]
     OlderFormat {
         /// The journal directory.
         path: PathBuf,
@@ -192,7 +192,9 @@ pub enum Error {
         actual: Digest,
     },
     /// The journal was planned from another source.
-    #[error("journal was planned from {journal} but this run reads {requested}: use a separate --journal per source")]
+    #[error(
+        "journal was planned from {journal} but this run reads {requested}: one journal per source"
+    )]
     SourceMismatch {
         /// The journal's source.
         journal: SourceFingerprint,

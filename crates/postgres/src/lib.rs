@@ -51,7 +51,7 @@ pub enum Error {
     },
     /// The applier lock was lost (its connection ended) and another process
     /// holds it now: two appliers must never write at once.
-    #[error("lost the target's advisory lock {key} and another backfill holds it now: stopped before committing; resume with `backfill replay` once it is done")]
+    #[error("lost the target's advisory lock {key} and another backfill holds it now: stopped before committing")]
     LockLost {
         /// The advisory lock key.
         key: i64,
@@ -79,7 +79,7 @@ pub enum Error {
     },
     /// The connection was lost (or a statement kept timing out) and did not
     /// come back after retries.
-    #[error("lost the database connection while {context} ({attempts} attempts); resume with `backfill replay`")]
+    #[error("lost the database connection while {context} ({attempts} attempts)")]
     ConnectionLost {
         /// What was being done.
         context: &'static str,

@@ -121,7 +121,8 @@ async fn an_empty_source_is_exit_2_unless_allowed() {
         .code(2)
         .stderr(predicate::str::contains(
             "source table extracted_positions is empty",
-        ));
+        ))
+        .stderr(predicate::str::contains("--allow-empty"));
     backfill(&db, dir.path())
         .args(["run", "--allow-empty"])
         .assert()
@@ -314,6 +315,108 @@ async fn sigint_finishes_the_batch_in_flight_and_exits_3() {
         .args(["run", "--batch-size", "40"])
         .assert()
         .code(1);
+}
+
+/// Waits for `child` up to `limit`; its exit code, or None if it still runs.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = StdCommand::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// How the journal's last run ended.
+fn last_run_end(journal: &std::path::Path) -> Option<backfill_journal::RunEnd> {
+    let journal = backfill_journal::Journal::open(journal).unwrap();
+    journal.runs().unwrap().last().and_then(|r| r.end.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_sigterm_ends_a_throttle_wait_at_once() {
+    // The stop flag was read between batches only: a throttle sleep (here
+    // 40 keys × 6 rows at 20 rows/s = 12 s) outlived the signal.
+    let db = seeded(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_run(&db, dir.path(), &["--max-rows-per-sec", "20"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "-TERM");
+    let code = wait_for(&mut child, Duration::from_secs(5));
+    if code.is_none() {
+        child.kill().ok();
+    }
+    assert_eq!(code, Some(3), "exit 3 within 5 s of SIGTERM");
+    assert_eq!(
+        last_run_end(dir.path()),
+        Some(backfill_journal::RunEnd::Interrupted)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_second_signal_abandons_a_stuck_batch_and_the_run_is_recorded() {
+    // A second signal called process::exit from a task: the run was never
+    // recorded as ended. Now it aborts through the run control.
+    let db = seeded(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let mut child = spawn_run(&db, dir.path(), &[]);
+    // Wait until the run's first batch waits on the lock.
+    let mut waiting = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(waiting, "the run never reached the locked table");
+    signal(&child, "-TERM");
+    assert_eq!(
+        wait_for(&mut child, Duration::from_millis(800)),
+        None,
+        "the first signal waits for the batch in flight"
+    );
+    signal(&child, "-TERM");
+    let code = wait_for(&mut child, Duration::from_secs(5));
+    if code.is_none() {
+        child.kill().ok();
+    }
+    assert_eq!(code, Some(3));
+    assert_eq!(
+        last_run_end(dir.path()),
+        Some(backfill_journal::RunEnd::Interrupted)
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(facts, 0, "the abandoned batch rolled back");
 }
 
 /// A validator for the subset of JSON Schema docs/inspect.schema.json uses
