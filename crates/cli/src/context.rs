@@ -53,6 +53,12 @@ pub fn conclude(
     resume: &str,
 ) -> Exit {
     let problems = journal.count(State::Rejected) + journal.count(State::Failed) > 0;
+    // A step after a complete run (the view refresh) is redone on its own.
+    let resume = if report.error.is_none() && after.is_some() {
+        "backfill refresh"
+    } else {
+        resume
+    };
     let error: Option<anyhow::Error> = report.error.map(Into::into).or(after);
     let kind = error.as_ref().map(crate::exit::kind_of);
     let exit = exit_code(kind, Some(&report.summary), problems);

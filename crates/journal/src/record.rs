@@ -401,6 +401,45 @@ mod tests {
     }
 
     #[test]
+    fn reasons_are_the_cores_codes_and_parse_back() {
+        use backfill_core::{RejectReason, SkipReason, TargetColumn};
+        let core: [(Reason, &str); 4] = [
+            (
+                Reason::from(&SkipReason::NoBrandRow),
+                SkipReason::NoBrandRow.code(),
+            ),
+            (
+                Reason::from(&RejectReason::OrphanCollectorResult),
+                RejectReason::OrphanCollectorResult.code(),
+            ),
+            (
+                Reason::from(&RejectReason::MissingCustomerId {
+                    brand_id: uuid::Uuid::nil(),
+                }),
+                "missing_customer_id",
+            ),
+            (
+                Reason::from(&RejectReason::ValueOutOfRange {
+                    row_id: 1,
+                    column: TargetColumn::BrandMetricsVisibilityIndex,
+                    value: "1e9".into(),
+                }),
+                "value_out_of_range",
+            ),
+        ];
+        for (reason, code) in core {
+            assert_eq!(reason.code(), code);
+        }
+        for reason in Reason::ALL {
+            assert_eq!(reason.code().parse::<Reason>(), Ok(reason));
+        }
+        assert!("bogus"
+            .parse::<Reason>()
+            .unwrap_err()
+            .contains("existing_in_target"));
+    }
+
+    #[test]
     fn decide_new_key_is_planned() {
         assert_eq!(decide(None, &event("1")), Decision::Plan);
     }

@@ -152,7 +152,7 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
         "journal": {
             "id": journal.id(), "path": journal.path(), "format_version": journal.format_version(),
             "mapping_version": journal.mapping_version(), "source": journal.source(),
-            "cursor": journal.cursor(), "entries": journal.entries(),
+            "cursor": journal.cursor(), "pass": journal.pass(), "entries": journal.entries(),
         },
         "runs": runs,
         "states": states,

@@ -1,7 +1,9 @@
 //! What opening refuses: a held journal, a newer format, damaged files.
 
 use backfill_journal::testing;
-use backfill_journal::{Error, Journal, RunEnd, RunId, SourceFingerprint, FORMAT_VERSION};
+use backfill_journal::{
+    Error, Journal, PassState, RunEnd, RunId, SourceFingerprint, FORMAT_VERSION,
+};
 
 #[test]
 fn a_second_open_of_a_held_journal_fails_at_once_naming_the_path() {
@@ -143,4 +145,27 @@ fn runs_are_recorded_with_options_and_counts() {
         journal.end_run(RunId::NIL, RunEnd::Completed, vec![]),
         Err(Error::UnknownRun { .. })
     ));
+}
+
+#[test]
+fn the_pass_state_and_cursor_survive_a_reopen_and_move_with_their_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(journal.pass(), None, "no pass yet");
+    let mut batch = backfill_journal::Batch::new();
+    batch.pass(PassState::Reading).cursor(41);
+    journal.commit(batch).unwrap();
+    drop(journal);
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(
+        (journal.pass(), journal.cursor()),
+        (Some(PassState::Reading), Some(41))
+    );
+    let mut batch = backfill_journal::Batch::new();
+    batch.pass(PassState::Exhausted);
+    journal.commit(batch).unwrap();
+    drop(journal);
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(journal.pass(), Some(PassState::Exhausted));
+    assert_eq!(journal.cursor(), Some(41));
 }
