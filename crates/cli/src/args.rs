@@ -167,6 +167,14 @@ pub struct Common {
     /// Accept an empty source table instead of failing.
     #[arg(long)]
     pub allow_empty: bool,
+    /// How long a batch waits for a lock on a target table before it gives
+    /// up and is retried with backoff (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// How long one statement of a batch may run before it is cancelled and
+    /// the batch retried.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: std::time::Duration,
 }
 
 /// `plan`.

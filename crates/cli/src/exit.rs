@@ -30,10 +30,10 @@ impl Exit {
     }
 }
 
-/// The exit code for a command that ended with `error` (its kind) after
-/// doing what `summary` says; `journal_problems` is true when the journal
-/// holds rejected or failed keys (they stay so until their source is fixed).
-/// Pure.
+/// The exit code for a command that ended with an error of `error` kind
+/// after doing what `summary` says; `journal_problems` is true when the
+/// journal holds rejected or failed keys (they stay so until their source is
+/// fixed). Pure.
 pub fn exit_code(
     error: Option<ErrorKind>,
     summary: Option<&Summary>,
@@ -41,9 +41,11 @@ pub fn exit_code(
 ) -> Exit {
     let did_work = summary.is_some_and(Summary::did_work);
     match error {
-        Some(ErrorKind::Resumable) => Exit::Interrupted,
-        // Work was done before the error: "nothing written" would be false.
+        // Work was done before the error: "nothing written" would be false,
+        // and the journal resumes it.
         Some(_) if did_work => Exit::Interrupted,
+        // Nothing done (DESIGN §5: configuration or connection error), also
+        // for a passing one: running the command again is the remedy.
         Some(_) => Exit::Config,
         None if summary.is_some_and(|s| s.interrupted) => Exit::Interrupted,
         None if journal_problems || summary.is_some_and(Summary::has_problems) => Exit::Problems,
@@ -147,6 +149,11 @@ mod tests {
         );
         assert_eq!(
             exit_code(Some(ErrorKind::Resumable), Some(&nothing), false),
+            Exit::Config,
+            "a lost connection before any work: 2, nothing written"
+        );
+        assert_eq!(
+            exit_code(Some(ErrorKind::Resumable), Some(&worked), false),
             Exit::Interrupted
         );
     }

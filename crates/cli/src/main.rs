@@ -80,11 +80,12 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             print_error(&err);
-            let exit = exit::exit_code(Some(exit::kind_of(&err)), None, false);
+            // Before any work was recorded (errors after work come back as
+            // reports, `context::conclude`): running again is the remedy.
             if exit::kind_of(&err) == ErrorKind::Resumable {
-                eprintln!("resume with: {}", resume_command(&cli, false));
+                eprintln!("nothing was recorded; run the command again once the database answers");
             }
-            ExitCode::from(exit.code())
+            ExitCode::from(exit::exit_code(Some(exit::kind_of(&err)), None, false).code())
         }
     }
 }

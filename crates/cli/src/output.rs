@@ -70,10 +70,16 @@ impl Observer for Bar {
                     bar.set_message("");
                 }
             }
-            Event::BatchApplied { keys, .. } => {
-                if let Some((bar, true)) = guard.as_ref() {
-                    bar.inc(*keys);
-                    bar.set_message(self.verb);
+            Event::BatchApplied { keys, retries, .. } => {
+                if let Some((bar, counts_keys)) = guard.as_ref() {
+                    if *counts_keys {
+                        bar.inc(*keys);
+                    }
+                    if *retries > 0 {
+                        bar.set_message(format!("{} (a batch retried {retries}×)", self.verb));
+                    } else {
+                        bar.set_message(self.verb);
+                    }
                 }
             }
             Event::Waiting(WaitReason::Paused) => {
@@ -146,7 +152,14 @@ impl Observer for Lines {
                 self.rows.fetch_add(*rows, Ordering::Relaxed);
                 self.tick(false);
             }
-            Event::BatchApplied { applied, .. } => {
+            Event::BatchApplied {
+                applied, retries, ..
+            } => {
+                if *retries > 0 {
+                    eprintln!(
+                        "a batch was retried {retries} time(s) (lock or statement timeout, or a lost connection) before it committed"
+                    );
+                }
                 self.keys.fetch_add(*applied, Ordering::Relaxed);
                 self.tick(false);
             }
@@ -261,6 +274,12 @@ fn print_summary(
         out!("  unresolved competitor names (top 10 of {}):", top.len())?;
         for (name, n) in top.into_iter().take(10) {
             out!("    {:<36} {n:>10}", format!("{name:?}"))?;
+        }
+    }
+    if !summary.retries.is_empty() {
+        out!("  batch attempts retried:")?;
+        for (cause, n) in &summary.retries {
+            out!("    {cause:<36} {n:>10}")?;
         }
     }
     if !summary.failures.is_empty() {

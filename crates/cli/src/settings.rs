@@ -7,17 +7,23 @@
 //! `PgConnectOptions`, the URL is only ever shown as `user@host:port/db`.
 
 use std::num::NonZeroU64;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use backfill_engine::{Engine, EngineSettings, Limits, OnConflict, RunControl};
+use anyhow::{bail, Result};
+use backfill_engine::{Engine, EngineSettings, Limits, OnConflict, RunControl, RunId};
 use backfill_journal::{Journal, SourceFingerprint};
-use backfill_postgres::{redact_url, SourceReader, SourceTable};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use backfill_postgres::{redact_url, SourceReader, SourceTable, Timeouts};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 use crate::args::{Cli, Common, OnConflictArg};
+
+/// libpq's variables that name a server: any of them set means the
+/// environment carries the connection.
+const PG_SERVER_VARS: [&str; 5] = ["PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER"];
 
 /// A database to connect to.
 #[derive(Clone, Debug)]
@@ -27,10 +33,38 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses a URL; `flag` names where it came from, for the error.
+    /// Parses a URL (libpq's environment fills what it leaves out, and the
+    /// password file what it and `PGPASSWORD` leave out); `flag` names where
+    /// it came from. The URL is never echoed: it may hold a password.
     pub fn parse(url: &str, flag: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)
-            .with_context(|| format!("{flag} is not a valid Postgres URL: {}", redact_url(url)))?;
+        // `postgres:/user:secret@host/db` parses as a URL whose path (the
+        // database name) holds the password, which would then be shown.
+        let scheme_ok = ["postgres://", "postgresql://"].iter().any(|s| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        });
+        let parsed = PgConnectOptions::from_str(url).ok().filter(|_| scheme_ok);
+        let Some(options) = parsed else {
+            bail!(
+                "{flag} is not a valid Postgres URL (expected postgres://user[:password]@host[:port]/database[?sslmode=…]; not shown, it may hold a password)"
+            );
+        };
+        warn_about_password_file(redact_url(url) != url);
+        Ok(Self::new(options))
+    }
+
+    /// The connection libpq's variables describe (`PGHOST`, `PGPORT`,
+    /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGAPPNAME`, the password file), if any of them names a server.
+    pub fn from_env() -> Option<Self> {
+        if !PG_SERVER_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+            return None;
+        }
+        warn_about_password_file(false);
+        Some(Self::new(PgConnectOptions::new()))
+    }
+
+    fn new(options: PgConnectOptions) -> Self {
         let display = format!(
             "postgres://{}@{}:{}/{}",
             options.get_username(),
@@ -38,10 +72,24 @@ impl Endpoint {
             options.get_port(),
             options.get_database().unwrap_or("")
         );
-        Ok(Self { options, display })
+        Self { options, display }
     }
 
-    /// `user@host:port/database`: never a password.
+    /// Names the connections `backfill <command> <run>` in
+    /// `pg_stat_activity`, unless the user named them (URL
+    /// `application_name`, `PGAPPNAME`).
+    pub fn named(mut self, command: &str, run: Option<RunId>) -> Self {
+        if self.options.get_application_name().is_none() {
+            let name = match run {
+                Some(run) => format!("backfill {command} {run}"),
+                None => format!("backfill {command}"),
+            };
+            self.options = self.options.application_name(&name);
+        }
+        self
+    }
+
+    /// `postgres://user@host:port/database`: never a password.
     pub fn display(&self) -> &str {
         &self.display
     }
@@ -53,16 +101,33 @@ impl Endpoint {
 
     /// A pool of at most `max` connections.
     pub async fn connect(&self, max: u32) -> Result<PgPool> {
-        PgPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_with(self.options.clone())
-            .await
-            .map_err(|source| backfill_postgres::Error::Connect {
-                url: self.display.clone(),
-                source,
-            })
-            .map_err(Into::into)
+        Ok(backfill_postgres::connect(&self.options, &self.display, max).await?)
+    }
+}
+
+/// libpq ignores a password file that group or others can read, and says
+/// so; sqlx ignores it silently. Say it, when the file would be consulted.
+fn warn_about_password_file(password_given: bool) {
+    if password_given || std::env::var_os("PGPASSWORD").is_some() {
+        return;
+    }
+    let path = std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")));
+    let Some(path) = path else { return };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: password file {} has group or world access (mode {mode:04o}): it is ignored, as libpq does; chmod 0600 {}",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
     }
 }
 
@@ -77,21 +142,31 @@ pub struct Databases {
 
 impl Databases {
     /// `--source-url`/`--target-url`, each defaulting to `--database-url`
-    /// (or `DATABASE_URL`).
+    /// (or `DATABASE_URL`), else to libpq's environment.
     pub fn resolve(cli: &Cli) -> Result<Self> {
         let url = |specific: &Option<String>, name: &str| -> Result<Endpoint> {
             match (specific, &cli.database_url) {
                 (Some(url), _) => Endpoint::parse(url, &format!("--{name}-url")),
                 (None, Some(url)) => Endpoint::parse(url, "--database-url (DATABASE_URL)"),
-                (None, None) => bail!(
-                    "no {name} database: pass --database-url (or --{name}-url) or set DATABASE_URL"
-                ),
+                (None, None) => Endpoint::from_env().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no {name} database: pass --database-url (or --{name}-url), set DATABASE_URL, or set libpq's PGHOST/PGDATABASE/PGUSER"
+                    )
+                }),
             }
         };
         Ok(Self {
             source: url(&cli.source_url, "source")?,
             target: url(&cli.target_url, "target")?,
         })
+    }
+
+    /// Names both sides' connections after the command and run.
+    pub fn named(self, command: &str, run: Option<RunId>) -> Self {
+        Self {
+            source: self.source.named(command, run),
+            target: self.target.named(command, run),
+        }
     }
 
     /// True when source and target are the same database.
@@ -130,6 +205,8 @@ pub struct RunSettings {
     pub on_conflict: OnConflict,
     /// Accept an empty source.
     pub allow_empty: bool,
+    /// lock_timeout and statement_timeout of each batch.
+    pub timeouts: Timeouts,
 }
 
 impl RunSettings {
@@ -154,6 +231,10 @@ impl RunSettings {
                 OnConflictArg::Replace => OnConflict::Replace,
             },
             allow_empty: common.allow_empty,
+            timeouts: Timeouts {
+                lock: positive(common.lock_timeout, "--lock-timeout")?,
+                statement: positive(common.statement_timeout, "--statement-timeout")?,
+            },
         })
     }
 
@@ -170,16 +251,25 @@ impl RunSettings {
         if let Some(rate) = self.limits.max_rows_per_sec {
             options.push(("max-rows-per-sec".to_owned(), rate.to_string()));
         }
+        options.push((
+            "lock-timeout".to_owned(),
+            humantime::format_duration(self.timeouts.lock).to_string(),
+        ));
+        options.push((
+            "statement-timeout".to_owned(),
+            humantime::format_duration(self.timeouts.statement).to_string(),
+        ));
         options.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         options
     }
 
-    /// The engine for a command over `source`.
+    /// The engine for run `run` of a command over `source`.
     pub fn engine(
         &self,
         source: PgPool,
         journal: Arc<Journal>,
         command: &str,
+        run: RunId,
         extra: &[(&str, String)],
     ) -> Engine<SourceReader> {
         let settings = EngineSettings {
@@ -187,6 +277,7 @@ impl RunSettings {
             on_conflict: self.on_conflict,
             command: command.to_owned(),
             options: self.recorded(extra),
+            run_id: Some(run),
             ..EngineSettings::default()
         };
         Engine::new(
@@ -196,4 +287,11 @@ impl RunSettings {
             RunControl::new(self.limits),
         )
     }
+}
+
+fn positive(d: Duration, flag: &str) -> Result<Duration> {
+    if d.is_zero() {
+        bail!("{flag} must be positive (Postgres reads 0 as no limit, which is what it prevents)");
+    }
+    Ok(d)
 }

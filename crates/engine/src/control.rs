@@ -105,6 +105,8 @@ pub enum Event {
         failed: u64,
         /// How long the sink took.
         duration: Duration,
+        /// Attempts retried (lock or statement timeouts, lost connections).
+        retries: u64,
     },
     /// The run waits.
     Waiting(WaitReason),

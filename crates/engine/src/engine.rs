@@ -61,6 +61,8 @@ pub struct EngineSettings {
     pub command: String,
     /// The options recorded with the run.
     pub options: Vec<(String, String)>,
+    /// The run's id, when chosen beforehand (to name connections after it).
+    pub run_id: Option<RunId>,
 }
 
 impl Default for EngineSettings {
@@ -71,6 +73,7 @@ impl Default for EngineSettings {
             on_conflict: OnConflict::Skip,
             command: "run".into(),
             options: Vec::new(),
+            run_id: None,
         }
     }
 }
@@ -158,10 +161,11 @@ impl<S: Source> Engine<S> {
                 error: Some(error),
             };
         }
-        let run = match self
-            .journal
-            .start_run(&self.settings.command, self.settings.options.clone())
-        {
+        let run = match self.journal.start_run_as(
+            self.settings.run_id.unwrap_or_else(RunId::new_random),
+            &self.settings.command,
+            self.settings.options.clone(),
+        ) {
             Ok(run) => run,
             Err(error) => {
                 return RunReport {
@@ -171,9 +175,18 @@ impl<S: Source> Engine<S> {
                 }
             }
         };
-        let mut error = sink.begin().await.err();
-        if error.is_none() {
-            error = self.steps(mode, sink, run, &mut summary).await.err();
+        // An abort ends the run wherever it is: a query, a commit in
+        // flight (a committed batch not yet recorded is reconciled from the
+        // ledger by the next run), a lock being taken.
+        let mut error = tokio::select! {
+            begun = sink.begin() => begun.err(),
+            () = self.control.aborted() => None,
+        };
+        if error.is_none() && !self.control.is_aborted() {
+            error = tokio::select! {
+                done = self.steps(mode, sink, run, &mut summary) => done.err(),
+                () = self.control.aborted() => None,
+            };
         }
         if let Err(finish) = sink.finish().await {
             error.get_or_insert(finish);

@@ -6,8 +6,9 @@
 //! memory does not grow with the data. The journal is written before the
 //! target for every batch: a crash at any point leaves keys pending (applied
 //! by the next replay) or applied with a ledger row (reconciled as applied),
-//! never lost and never written twice. Every await honours the run's stop;
-//! the sink's transaction is abandoned only by an abort.
+//! never lost and never written twice. Every wait between batches honours
+//! the run's stop; an abort ends the run wherever it is (`Engine::execute`),
+//! abandoning the sink's transaction in flight.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -254,7 +255,16 @@ impl<S: Source> Engine<S> {
         let (read_tx, read_rx) = mpsc::channel::<SourceBatch>(1);
         let (plan_tx, mut plan_rx) = mpsc::channel::<Planned>(1);
         let reading = tokio::spawn(read(stage.clone(), self.settings.range, after, read_tx));
-        let planning = tokio::spawn(plan_stage(stage, dirs, run, read_rx, plan_tx));
+        // A planner that fails ends the reader too (it may be paused or in a
+        // throttle sleep).
+        let planner_token = token.clone();
+        let planning = tokio::spawn(async move {
+            let planned = plan_stage(stage, dirs, run, read_rx, plan_tx).await;
+            if planned.is_err() {
+                planner_token.cancel();
+            }
+            planned
+        });
 
         let mut result = Ok(());
         let mut batch_no = 0u64;
@@ -451,6 +461,9 @@ impl<S: Source> Engine<S> {
             "engine::after_apply"
         )));
         summary.tables.add(&outcome.tables);
+        for (cause, n) in &outcome.retries {
+            *summary.retries.entry(cause.clone()).or_insert(0) += n;
+        }
         if !outcome.keys.is_empty() {
             summary.batches += 1;
         }
@@ -509,6 +522,7 @@ impl<S: Source> Engine<S> {
             applied,
             failed,
             duration,
+            retries: outcome.retries.values().sum(),
         });
         match stopped {
             Some(error) => Err(error),

@@ -8,6 +8,7 @@
 //! "stop". Hooks around the run let a sink take its lock, or (initial load)
 //! defer and restore constraints.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use backfill_core::{MigrationEvent, TargetRows};
@@ -97,6 +98,9 @@ pub struct ApplyOutcome {
     pub keys: Vec<(i64, KeyOutcome)>,
     /// Rows written.
     pub tables: TableCounts,
+    /// Attempts the sink retried before this outcome, by cause (a lock
+    /// timeout, a lost connection, …).
+    pub retries: BTreeMap<String, u64>,
 }
 
 impl ApplyOutcome {
@@ -104,6 +108,9 @@ impl ApplyOutcome {
     pub fn extend(&mut self, other: ApplyOutcome) {
         self.keys.extend(other.keys);
         self.tables.add(&other.tables);
+        for (cause, n) in other.retries {
+            *self.retries.entry(cause).or_insert(0) += n;
+        }
     }
 }
 
@@ -200,8 +207,10 @@ pub struct Existing {
 }
 
 /// Decides what to do with a key. A fact with our ledger row and our hash is
-/// already applied (exactly once, whatever the journal says); any other fact
-/// is the live writer's (or another journal's) and is left unless `replace`.
+/// already applied (exactly once, whatever the journal says); with our ledger
+/// row and another hash it is an earlier version this journal wrote (a drift
+/// rewrite that was cut short) and is replaced; any other fact is the live
+/// writer's (or another journal's) and is left unless `replace`.
 pub fn classify(
     existing: Option<Existing>,
     journal_id: JournalId,
@@ -217,6 +226,10 @@ pub fn classify(
             ledger: Some((journal, hash)),
             ..
         }) if journal == journal_id && &hash == content_hash => Action::AlreadyApplied,
+        Some(Existing {
+            ledger: Some((journal, _)),
+            ..
+        }) if journal == journal_id => Action::Replace,
         Some(_) if on_conflict == OnConflict::Replace => Action::Replace,
         Some(_) => Action::ExistingInTarget,
     }
@@ -225,6 +238,23 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_an_earlier_version_of_ours_is_replaced_whatever_the_policy() {
+        // A drift rewrite cut short (journal re-planned, target not yet
+        // rewritten) was then classified as someone else's fact: the key was
+        // journaled skipped and the old rows stayed.
+        let earlier = Existing {
+            has_fact: true,
+            ledger: Some((OURS, [8; 32])),
+        };
+        for policy in [OnConflict::Skip, OnConflict::Replace] {
+            assert_eq!(
+                classify(Some(earlier), OURS, &HASH, policy),
+                Action::Replace
+            );
+        }
+    }
 
     const OURS: JournalId = JournalId(uuid_from(1));
     const HASH: [u8; 32] = [7; 32];
@@ -272,10 +302,6 @@ mod tests {
             Existing {
                 has_fact: true,
                 ledger: Some((JournalId(uuid_from(2)), HASH)),
-            },
-            Existing {
-                has_fact: true,
-                ledger: Some((OURS, [8; 32])),
             },
         ] {
             assert_eq!(

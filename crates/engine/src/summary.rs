@@ -78,6 +78,9 @@ pub struct Summary {
     pub notes: BTreeMap<String, u64>,
     /// The first failures: (key, the target's error).
     pub failures: Vec<(i64, String)>,
+    /// Batch attempts the target made us retry, by cause (`lock_timeout`,
+    /// `statement_timeout`, `connection`, …).
+    pub retries: BTreeMap<String, u64>,
     /// Batches applied.
     pub batches: u64,
     /// Stopped before the end (a stop, an abort, or an error).
@@ -131,6 +134,9 @@ impl Summary {
         }
         self.failures.extend(other.failures);
         self.failures.truncate(MAX_FAILURES);
+        for (k, v) in other.retries {
+            *self.retries.entry(k).or_insert(0) += v;
+        }
         self.batches += other.batches;
         self.interrupted |= other.interrupted;
     }

@@ -440,6 +440,26 @@ mod tests {
     }
 
     #[test]
+    fn stored_enums_keep_their_bytes() {
+        // States and reasons are stored by variant index (log entries, count
+        // keys): reordering or inserting a variant would silently change what
+        // stored values mean.
+        for (i, state) in State::ALL.iter().enumerate() {
+            assert_eq!(
+                backfill_core::encode(state).unwrap(),
+                vec![u8::try_from(i).unwrap()]
+            );
+        }
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(
+                backfill_core::encode(reason).unwrap(),
+                vec![u8::try_from(i).unwrap()],
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
     fn decide_new_key_is_planned() {
         assert_eq!(decide(None, &event("1")), Decision::Plan);
     }

@@ -57,8 +57,19 @@ pub struct Run {
 impl Journal {
     /// Records the start of a run and returns its id.
     pub fn start_run(&self, command: &str, options: Vec<(String, String)>) -> Result<RunId> {
+        self.start_run_as(RunId::new_random(), command, options)
+    }
+
+    /// Records the start of a run under an id chosen beforehand (the binary
+    /// names its database connections after the run before it starts).
+    pub fn start_run_as(
+        &self,
+        id: RunId,
+        command: &str,
+        options: Vec<(String, String)>,
+    ) -> Result<RunId> {
         let run = Run {
-            id: RunId::new_random(),
+            id,
             command: command.to_owned(),
             options,
             started_at: now(),

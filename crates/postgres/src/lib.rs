@@ -21,7 +21,7 @@ pub mod testing;
 pub use backfill_journal::ErrorKind;
 pub use lock::{LockScope, TargetLock};
 pub use schema::{Missing, SchemaParts, SchemaReport};
-pub use sink::PostgresSink;
+pub use sink::{PostgresSink, Timeouts};
 pub use source::{SourceReader, SourceTable};
 
 /// Errors of the Postgres side.
@@ -29,10 +29,12 @@ pub use source::{SourceReader, SourceTable};
 #[non_exhaustive]
 pub enum Error {
     /// Could not connect.
-    #[error("cannot connect to {url}: check the URL, that the server runs, and the credentials")]
+    #[error("cannot connect to {url}: {problem}")]
     Connect {
-        /// The URL without its password.
+        /// The database as `postgres://user@host:port/db` (never a password).
         url: String,
+        /// What to check, from [`connect_problem`].
+        problem: &'static str,
         /// The driver's error.
         #[source]
         source: sqlx::Error,
@@ -77,8 +79,33 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
-    /// The connection was lost (or a statement kept timing out) and did not
-    /// come back after retries.
+    /// A statement kept timing out or losing races (lock_timeout,
+    /// statement_timeout, serialization failures, deadlocks) through every
+    /// retry.
+    #[error("gave up {context} after {attempts} attempts: {cause} each time (another session holds locks on the target for longer than --lock-timeout, or statements need more than --statement-timeout)")]
+    RetriesExhausted {
+        /// What was being done.
+        context: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last cause (`lock_timeout`, …).
+        cause: &'static str,
+        /// The last error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The connection goes through a transaction-mode pooler (PgBouncer,
+    /// Supavisor on port 6543): session advisory locks do not hold there.
+    #[error("{url} goes through a transaction-mode connection pooler (consecutive statements ran on backends {first} and {second}): the applier lock cannot be held; connect directly or through a session-mode pooler (Supabase: port 5432, not 6543)")]
+    TransactionPooler {
+        /// The database.
+        url: String,
+        /// One backend pid seen.
+        first: i32,
+        /// Another.
+        second: i32,
+    },
+    /// The connection was lost and did not come back after retries.
     #[error("lost the database connection while {context} ({attempts} attempts)")]
     ConnectionLost {
         /// What was being done.
@@ -105,6 +132,8 @@ impl Error {
                 ErrorKind::Configuration
             }
             Self::TargetLocked { .. } | Self::LockLost { .. } => ErrorKind::Refused,
+            Self::TransactionPooler { .. } => ErrorKind::Configuration,
+            Self::RetriesExhausted { .. } => ErrorKind::Resumable,
             Self::Database { source, .. } => match fault(source) {
                 Fault::Connection | Fault::Transient => ErrorKind::Resumable,
                 Fault::KeyData | Fault::Target => ErrorKind::Configuration,
@@ -171,6 +200,92 @@ pub fn fault(err: &sqlx::Error) -> Fault {
     }
 }
 
+/// The retry cause of a transient or connection error, as counted in the
+/// summary.
+pub fn retry_cause(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("55P03") => "lock_timeout",
+            Some("57014") => "statement_timeout",
+            Some("40001") => "serialization_failure",
+            Some("40P01") => "deadlock",
+            _ => "connection",
+        },
+        _ => "connection",
+    }
+}
+
+/// What to check when connecting failed, in an operator's words. TLS,
+/// refused connections and authentication are told apart, so a wrong port
+/// says "connection refused" rather than "pool timed out".
+pub fn connect_problem(err: &sqlx::Error) -> &'static str {
+    const TLS: &str = "the TLS handshake failed: the server's certificate is not trusted (check sslrootcert) or not issued for this host name (sslmode=verify-full checks it)";
+    let tls_io = |io: &std::io::Error| {
+        let text = io.to_string().to_lowercase();
+        ["certificate", "handshake", "tls", "ssl"]
+            .iter()
+            .any(|w| text.contains(w))
+    };
+    match err {
+        sqlx::Error::Tls(_) => TLS,
+        sqlx::Error::Io(io) if tls_io(io) => TLS,
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is the server running, on that host and port?"
+        }
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            "no such host or socket: check the host name"
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01") | Some("28000") => {
+                "authentication failed: check the user and the password (URL, PGPASSWORD or the password file)"
+            }
+            Some("3D000") => "the database does not exist: check the database name",
+            _ => "the server refused the connection: check the URL and the credentials",
+        },
+        other if other.to_string().contains("TLS") || other.to_string().contains("SSL") => {
+            "TLS could not be negotiated: check sslmode (the server may not offer TLS)"
+        }
+        _ => "check the URL, that the server runs, and the credentials",
+    }
+}
+
+/// Detects a transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy
+/// without pinning) in front of the server: session state (advisory locks,
+/// prepared statements) does not survive there. A second client holds a
+/// transaction open; behind a direct connection or a session-mode pooler it
+/// runs on another backend than `first`, and `first` keeps its own. Behind a
+/// transaction-mode pooler the second client gets `first`'s idle backend
+/// (PgBouncer hands out the most recently used one), or `first` moves.
+/// Only simple-protocol statements: no prepared statement to lose. Returns
+/// the two backends seen when they betray a pooler.
+async fn transaction_pooler(
+    first: &mut sqlx::PgConnection,
+    options: &sqlx::postgres::PgConnectOptions,
+) -> std::result::Result<Option<(i32, i32)>, sqlx::Error> {
+    use sqlx::{Connection as _, Row as _};
+    let pid = |row: sqlx::postgres::PgRow| -> std::result::Result<i32, sqlx::Error> {
+        let text: String = row.try_get(0)?;
+        text.trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| sqlx::Error::Decode(Box::new(e)))
+    };
+    let query = "SELECT pg_backend_pid()::text";
+    let before = pid(sqlx::raw_sql(query).fetch_one(&mut *first).await?)?;
+    let mut second = sqlx::PgConnection::connect_with(options).await?;
+    sqlx::raw_sql("BEGIN").execute(&mut second).await?;
+    let other = pid(sqlx::raw_sql(query).fetch_one(&mut second).await?)?;
+    let after = pid(sqlx::raw_sql(query).fetch_one(&mut *first).await?)?;
+    sqlx::raw_sql("ROLLBACK").execute(&mut second).await.ok();
+    second.close().await.ok();
+    Ok(if other == before {
+        Some((before, other))
+    } else if after != before {
+        Some((before, after))
+    } else {
+        None
+    })
+}
+
 /// True for errors that mean the connection, not the statement, failed.
 pub fn is_connection_error(err: &sqlx::Error) -> bool {
     fault(err) == Fault::Connection
@@ -214,17 +329,41 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects a pool, mapping failure to [`Error::Connect`].
-pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool> {
+/// Connects a pool of at most `max_connections` to `options` (`display`
+/// names it in errors, never with a password). One connection is made first,
+/// so that a refused connection, a TLS or an authentication problem is
+/// reported as itself and at once, not as a pool timeout.
+pub async fn connect(
+    options: &sqlx::postgres::PgConnectOptions,
+    display: &str,
+    max_connections: u32,
+) -> Result<sqlx::PgPool> {
+    use sqlx::Connection as _;
+    let failed = |source: sqlx::Error| Error::Connect {
+        url: display.to_owned(),
+        problem: connect_problem(&source),
+        source,
+    };
+    let mut first = sqlx::PgConnection::connect_with(options)
+        .await
+        .map_err(failed)?;
+    let pooled = transaction_pooler(&mut first, options)
+        .await
+        .map_err(failed)?;
+    first.close().await.ok();
+    if let Some((first, second)) = pooled {
+        return Err(Error::TransactionPooler {
+            url: display.to_owned(),
+            first,
+            second,
+        });
+    }
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options.clone())
         .await
-        .map_err(|source| Error::Connect {
-            url: redact_url(url),
-            source,
-        })
+        .map_err(failed)
 }
 
 #[cfg(test)]

@@ -105,6 +105,22 @@ async fn try_take(pool: &PgPool, scope: LockScope) -> Result<Option<(PgConnectio
         .fetch_one(&mut conn)
         .await
         .map_err(db("reading the lock holder's pid"))?;
+    // Behind a transaction-mode pooler, consecutive statements of one client
+    // connection run on different backends, and a session lock is held by
+    // whichever backend took it, for whoever gets that backend next.
+    for _ in 0..2 {
+        let again: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db("reading the lock holder's pid"))?;
+        if again != pid {
+            return Err(Error::TransactionPooler {
+                url: "the target".into(),
+                first: pid,
+                second: again,
+            });
+        }
+    }
     Ok(Some((conn, pid)))
 }
 

@@ -9,7 +9,7 @@
 //! carry it; anything about the target as a whole (a privilege, a missing
 //! table, a full disk) stops the run instead of failing every key one by one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use backfill_core::{MigrationEvent, TargetRows};
@@ -21,7 +21,30 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::lock::{LockScope, TargetLock};
-use crate::{fault, Error, Fault, Result};
+use crate::{fault, retry_cause, Error, Fault, Result};
+
+/// Bounds on how long a batch may wait: it never queues unbounded behind the
+/// application's locks, nor holds its own for long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `lock_timeout` of every batch transaction.
+    pub lock: Duration,
+    /// `statement_timeout` of every batch transaction.
+    pub statement: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            lock: Duration::from_secs(2),
+            statement: Duration::from_secs(60),
+        }
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
 
 /// (key, has fact, ledger journal id, ledger content hash).
 type ExistingRow = (i64, bool, Option<Uuid>, Option<Vec<u8>>);
@@ -46,6 +69,7 @@ pub struct PostgresSink {
     journal_id: JournalId,
     scope: LockScope,
     retries: u32,
+    timeouts: Timeouts,
     lock: Option<TargetLock>,
 }
 
@@ -57,6 +81,7 @@ impl PostgresSink {
             journal_id,
             scope: LockScope::Whole,
             retries: 5,
+            timeouts: Timeouts::default(),
             lock: None,
         }
     }
@@ -71,6 +96,12 @@ impl PostgresSink {
     /// backoff) per batch.
     pub fn with_retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// The lock and statement timeouts of every batch.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -96,6 +127,11 @@ impl PostgresSink {
         on_conflict: OnConflict,
     ) -> std::result::Result<ApplyOutcome, Attempt> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)")
+            .bind(millis(self.timeouts.lock))
+            .bind(millis(self.timeouts.statement))
+            .execute(&mut *tx)
+            .await?;
         let keys: Vec<i64> = events.iter().map(|e| e.collector_result_id).collect();
         let existing: Vec<ExistingRow> = sqlx::query_as(
             "SELECT k.id, mf.id IS NOT NULL, l.journal_id, l.content_hash
@@ -204,9 +240,13 @@ impl Sink for PostgresSink {
         let stop = |e: Error| ApplyError::Stop(e.into());
         self.lock().await.map_err(stop)?;
         let mut attempt = 0u32;
+        let mut retries: BTreeMap<String, u64> = BTreeMap::new();
         loop {
             let err = match self.try_apply(run, events, on_conflict).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(mut outcome) => {
+                    outcome.retries = retries;
+                    return Ok(outcome);
+                }
                 Err(Attempt::Lock(err)) => return Err(stop(err)),
                 Err(Attempt::Db(err)) => err,
             };
@@ -218,15 +258,27 @@ impl Sink for PostgresSink {
                         source: err,
                     }))
                 }
-                Fault::Connection | Fault::Transient => {
+                kind @ (Fault::Connection | Fault::Transient) => {
                     attempt += 1;
+                    let cause = retry_cause(&err);
                     if attempt > self.retries {
-                        return Err(stop(Error::ConnectionLost {
-                            context: "applying a batch",
-                            attempts: attempt,
-                            source: err,
+                        let context = "applying a batch";
+                        return Err(stop(if kind == Fault::Connection {
+                            Error::ConnectionLost {
+                                context,
+                                attempts: attempt,
+                                source: err,
+                            }
+                        } else {
+                            Error::RetriesExhausted {
+                                context,
+                                attempts: attempt,
+                                cause,
+                                source: err,
+                            }
                         }));
                     }
+                    *retries.entry(cause.to_owned()).or_insert(0) += 1;
                     let backoff = Duration::from_millis(200u64 << attempt.min(6));
                     tokio::time::sleep(backoff).await;
                 }

@@ -23,12 +23,19 @@ pub struct TestDb {
     /// A pool on it.
     pub pool: PgPool,
     name: String,
+    admin: String,
 }
 
 impl TestDb {
     /// An empty database.
     pub async fn empty() -> Self {
-        let admin = admin_url();
+        Self::empty_on(&admin_url()).await
+    }
+
+    /// An empty database on the server of `admin` (a URL to its `postgres`
+    /// database), e.g. a second cluster a test script started.
+    pub async fn empty_on(admin: &str) -> Self {
+        let admin = admin.to_owned();
         let name = format!("backfill_test_{}", Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin)
             .await
@@ -54,12 +61,22 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to test database");
-        Self { url, pool, name }
+        Self {
+            url,
+            pool,
+            name,
+            admin,
+        }
     }
 
     /// A database with the contract schema (source and target).
     pub async fn with_schema() -> Self {
-        let db = Self::empty().await;
+        Self::with_schema_on(&admin_url()).await
+    }
+
+    /// A database with the contract schema on the server of `admin`.
+    pub async fn with_schema_on(admin: &str) -> Self {
+        let db = Self::empty_on(admin).await;
         schema::apply(&db.pool, schema::SchemaParts::ALL)
             .await
             .expect("apply schema");
@@ -75,6 +92,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Drop on a thread of its own: Drop cannot await, and the test's
         // runtime is blocked here. FORCE ends the pool's connections (the
         // pool is tied to the test's runtime and cannot be closed from here).
@@ -86,7 +104,7 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut conn)
                         .await;

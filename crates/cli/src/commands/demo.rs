@@ -19,7 +19,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         .database_url
         .clone()
         .context("the demo needs a server: pass --database-url or set DATABASE_URL")?;
-    let server = Endpoint::parse(&url, "--database-url (DATABASE_URL)")?;
+    let server = Endpoint::parse(&url, "--database-url (DATABASE_URL)")?.named("demo", None);
     let admin = server.connect(1).await?;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"

@@ -1,7 +1,7 @@
 //! `plan`: source → journal; the target is not touched.
 
 use anyhow::Result;
-use backfill_engine::{Mode, NullSink};
+use backfill_engine::{Mode, NullSink, RunId};
 
 use crate::args::{Cli, PlanArgs};
 use crate::settings::{Databases, RunSettings};
@@ -9,7 +9,8 @@ use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
     let settings = RunSettings::resolve(&args.common)?;
-    let databases = Databases::resolve(cli)?;
+    let run = RunId::new_random();
+    let databases = Databases::resolve(cli)?.named("plan", Some(run));
     let source = databases.source.connect(4).await?;
     context::require_schema(&source, None, &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
@@ -18,6 +19,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
         source,
         journal.clone(),
         "plan",
+        run,
         &[("rescan", args.rescan.to_string())],
     );
     output::observe(engine.control(), cli, false);

@@ -8,7 +8,11 @@ use crate::settings::Databases;
 use crate::Exit;
 
 pub async fn run(cli: &Cli) -> Result<Exit> {
-    let target = Databases::resolve(cli)?.target.connect(1).await?;
+    let target = Databases::resolve(cli)?
+        .named("refresh", None)
+        .target
+        .connect(1)
+        .await?;
     let concurrent = schema::refresh_view(&target).await?;
     if !cli.quiet {
         let how = if concurrent { " concurrently" } else { "" };

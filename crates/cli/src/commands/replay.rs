@@ -2,7 +2,7 @@
 //! first finishes a pass over the source that did not end).
 
 use anyhow::Result;
-use backfill_engine::{Mode, NullSink};
+use backfill_engine::{Mode, NullSink, RunId};
 use backfill_journal::PassState;
 use backfill_postgres::{schema, PostgresSink};
 
@@ -12,7 +12,8 @@ use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     let settings = RunSettings::resolve(&args.common)?;
-    let databases = Databases::resolve(cli)?;
+    let run = RunId::new_random();
+    let databases = Databases::resolve(cli)?.named("replay", Some(run));
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
@@ -25,6 +26,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         source,
         journal.clone(),
         "replay",
+        run,
         &[
             ("dry-run", args.dry_run.to_string()),
             ("retry-failed", (!args.no_retry_failed).to_string()),
@@ -42,7 +44,8 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         engine.execute(mode, &mut NullSink).await
     } else {
         schema::ensure_ledger(&target).await?;
-        let mut sink = PostgresSink::new(target.clone(), journal.id());
+        let mut sink =
+            PostgresSink::new(target.clone(), journal.id()).with_timeouts(settings.timeouts);
         engine.execute(mode, &mut sink).await
     };
     // A replay that finished a pass over the source is a backfill's end:

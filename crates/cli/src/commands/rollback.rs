@@ -11,7 +11,11 @@ use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
-    let target = Databases::resolve(cli)?.target.connect(2).await?;
+    let target = Databases::resolve(cli)?
+        .named("rollback", None)
+        .target
+        .connect(2)
+        .await?;
     schema::ensure_ledger(&target).await?;
     let journal = context::open_journal(&cli.journal)?;
     let lock = TargetLock::acquire(&target, LockScope::Whole).await?;

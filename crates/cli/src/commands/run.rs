@@ -1,7 +1,7 @@
 //! `run [--dry-run]`: plan and apply pipelined, then refresh the view.
 
 use anyhow::Result;
-use backfill_engine::{Mode, NullSink};
+use backfill_engine::{Mode, NullSink, RunId};
 use backfill_postgres::{schema, PostgresSink};
 
 use crate::args::{Cli, RunArgs};
@@ -10,7 +10,8 @@ use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     let settings = RunSettings::resolve(&args.common)?;
-    let databases = Databases::resolve(cli)?;
+    let run = RunId::new_random();
+    let databases = Databases::resolve(cli)?.named("run", Some(run));
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
@@ -19,6 +20,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         source,
         journal.clone(),
         "run",
+        run,
         &[
             ("dry-run", args.dry_run.to_string()),
             ("rescan", args.rescan.to_string()),
@@ -33,7 +35,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         engine.execute(mode, &mut NullSink).await
     } else {
         schema::ensure_ledger(&target).await?;
-        let mut sink = PostgresSink::new(target.clone(), journal.id());
+        let mut sink =
+            PostgresSink::new(target.clone(), journal.id()).with_timeouts(settings.timeouts);
         engine.execute(mode, &mut sink).await
     };
     let finished = report.error.is_none() && !report.summary.interrupted;

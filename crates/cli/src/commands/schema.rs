@@ -11,7 +11,10 @@ use crate::Exit;
 pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
     match action {
         SchemaCommand::Check { source_table } => {
-            let (source, target) = Databases::resolve(cli)?.pools().await?;
+            let (source, target) = Databases::resolve(cli)?
+                .named("schema check", None)
+                .pools()
+                .await?;
             let table = SourceTable::parse(source_table);
             let mut missing = schema::check_source(&source, &table).await?.missing;
             missing.extend(schema::check_target(&target).await?.missing);
@@ -37,7 +40,7 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
         }
         SchemaCommand::Apply { source, target } => {
             let both = !source && !target;
-            let databases = Databases::resolve(cli)?;
+            let databases = Databases::resolve(cli)?.named("schema apply", None);
             if *source || both {
                 let pool = databases.source.connect(1).await?;
                 let parts = SchemaParts {

@@ -8,7 +8,11 @@ use crate::settings::Databases;
 use crate::Exit;
 
 pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
-    let pool = Databases::resolve(cli)?.source.connect(1).await?;
+    let pool = Databases::resolve(cli)?
+        .named("seed", None)
+        .source
+        .connect(1)
+        .await?;
     demo::seed(&pool, args.results).await?;
     if !cli.quiet {
         out!("seeded {} collector results", args.results)?;

@@ -8,7 +8,11 @@ use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
-    let target = Databases::resolve(cli)?.target.connect(2).await?;
+    let target = Databases::resolve(cli)?
+        .named("journal verify", None)
+        .target
+        .connect(2)
+        .await?;
     backfill_postgres::schema::ensure_ledger(&target).await?;
     let journal = context::open_journal(&cli.journal)?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;

@@ -1,4 +1,7 @@
-//! The `backfill` binary: exit codes, messages, signals and kill -9.
+//! The `backfill` binary: exit codes, messages, signals and kill -9; and
+//! connecting (module `connect`).
+
+mod connect;
 
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
