@@ -29,11 +29,28 @@ pub async fn require_schema(
     Ok(())
 }
 
-/// Opens the journal (exit 2 with the path if it is held or damaged).
+/// Opens the journal, creating it in a new or empty directory (planning
+/// commands); exit 2 with the path if it is held, damaged or not a journal.
 pub fn open_journal(path: &Path) -> Result<Arc<Journal>> {
     Ok(Arc::new(Journal::open(path).with_context(|| {
         format!("cannot open the journal at {}", path.display())
     })?))
+}
+
+/// Opens an existing journal to write it (replay, rollback): never creates
+/// one.
+pub fn existing_journal(path: &Path) -> Result<Arc<Journal>> {
+    Ok(Arc::new(Journal::open_existing(path).with_context(
+        || format!("cannot open the journal at {}", path.display()),
+    )?))
+}
+
+/// Reads a copy of an existing journal (status, inspect, verify): the
+/// journal's files are left exactly as they are.
+pub fn read_journal(path: &Path) -> Result<Arc<Journal>> {
+    Ok(Arc::new(Journal::open_read_only(path).with_context(
+        || format!("cannot read the journal at {}", path.display()),
+    )?))
 }
 
 /// Binds the journal to the source it plans from (or proves it is bound to

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::identity;
 use crate::ids::JournalId;
 use crate::log::PassState;
 use backfill_core::{decode, encode, Digest};
@@ -55,15 +56,22 @@ pub(crate) struct Inner {
 pub struct Journal {
     pub(crate) db: sled::Db,
     pub(crate) path: PathBuf,
+    /// Where the files are: `path`, or a temporary copy of it.
+    pub(crate) dir: PathBuf,
     id: JournalId,
     mapping_version: u32,
     inner: Mutex<Inner>,
+    /// Log entries when it was opened.
+    entries_on_open: u64,
     /// Threads a commit may encode on.
     pub(crate) threads: usize,
     /// The last frame read: lookups in key order hit it, so a frame is
     /// decompressed once per run of keys, not once per key. Frames never
     /// change once written.
     pub(crate) last_frame: Mutex<Option<(u64, Arc<Frame>)>>,
+    /// The temporary copy a read-only journal lives in (dropped after the
+    /// database).
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl fmt::Debug for Journal {
@@ -94,21 +102,152 @@ pub(crate) fn encode_as<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> 
     })
 }
 
+/// How a journal is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Open, or create in a new or empty directory (planning).
+    Create,
+    /// Open an existing journal to write it (replay, rollback).
+    Existing,
+    /// Read a copy: the files are left as they are (status, inspect,
+    /// verify).
+    ReadOnly,
+}
+
 impl Journal {
-    /// Opens (or creates) the journal in directory `path`.
+    /// Opens the journal in directory `path`, or creates one there if the
+    /// directory is absent or empty.
     ///
     /// # Errors
     /// [`Error::Locked`] if another process has it open, [`Error::Damaged`] if
-    /// its files are not a readable journal, [`Error::NewerFormat`] if a newer
-    /// backfill wrote it.
+    /// its files are not a readable journal (an empty or foreign store under
+    /// its identity marker included), [`Error::NotAJournal`] for a directory
+    /// of other files, [`Error::NewerFormat`]/[`Error::OlderFormat`] for
+    /// another format.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let db = store::open_sled(&path)?;
-        let meta = Meta::read_or_create(&db, &path)?;
-        let counts = index::load_counts(&db, &path)?;
+        Self::open_with(path.as_ref(), Access::Create)
+    }
+
+    /// Opens an existing journal to write it; never creates one.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and [`Error::NoJournal`] if there is none.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), Access::Existing)
+    }
+
+    /// Opens a copy of an existing journal: its files are left byte for byte
+    /// as they are, and a journal another process holds can be read (as of
+    /// its last flushed commit). Writes go to the copy and are lost.
+    ///
+    /// # Errors
+    /// As [`open_existing`](Self::open_existing), except [`Error::Locked`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), Access::ReadOnly)
+    }
+
+    fn open_with(path: &Path, access: Access) -> Result<Self> {
+        let damaged = |problem: String| Error::Damaged {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let marked = match identity::inspect(path)? {
+            identity::Found::Nothing if access == Access::Create => {
+                let staging = identity::staging_dir(path)?;
+                let id = {
+                    let journal = Self::open_store(&staging, path, None)?;
+                    identity::write_marker(&staging, journal.id.0)?;
+                    let (entries, head) = journal.head();
+                    identity::write_head(&staging, entries, &head)?;
+                    journal.id
+                };
+                identity::restrict(&staging)?;
+                identity::install(&staging, path)?;
+                Some(id.0)
+            }
+            identity::Found::Nothing => {
+                return Err(Error::NoJournal {
+                    path: path.to_path_buf(),
+                })
+            }
+            identity::Found::Other(problem) => {
+                return Err(Error::NotAJournal {
+                    path: path.to_path_buf(),
+                    problem,
+                })
+            }
+            identity::Found::Journal(id) => Some(id),
+            identity::Found::Unmarked => None,
+        };
+        // Check a copy first: sled writes while it opens, and a damaged
+        // store must be reported, never replaced.
+        let copy = identity::copy(path)?;
+        let copy_dir = copy.path().to_path_buf();
+        let checked = Self::open_store(&copy_dir, path, Some(copy))?;
+        match marked {
+            None => {
+                return Err(damaged(format!(
+                    "the identity marker {} is missing beside a store of journal {}",
+                    identity::MARKER,
+                    checked.id
+                )))
+            }
+            Some(id) if checked.entries_on_open == 0 && checked.id.0 != id => {
+                return Err(damaged(format!(
+                    "the store is empty or new (journal id {}) but journal {id} was created here: its log was deleted or overwritten",
+                    checked.id
+                )))
+            }
+            Some(id) if checked.id.0 != id => {
+                return Err(damaged(format!(
+                    "the store belongs to journal {} but the identity marker names journal {id}: the store was replaced",
+                    checked.id
+                )))
+            }
+            Some(_) => {}
+        }
+        if let Some((entries, head)) = identity::read_head(path) {
+            let (have, hash) = checked.head();
+            if entries > have {
+                return Err(damaged(format!(
+                    "the log ends after {have} entries but {entries} were committed ({}): the log was truncated or rolled back",
+                    identity::HEAD
+                )));
+            }
+            if entries == have && head != hash.to_string() {
+                return Err(damaged(format!(
+                    "the chain head after {have} entries is {hash} but {head} was committed ({}): the log was edited or replaced",
+                    identity::HEAD
+                )));
+            }
+        }
+        if access == Access::ReadOnly {
+            return Ok(checked);
+        }
+        drop(checked);
+        Self::open_store(path, path, None)
+    }
+
+    /// Opens the sled store in `dir` (reported as `path`), creating its
+    /// metadata if it is empty; `copy` keeps a temporary copy alive.
+    fn open_store(dir: &Path, path: &Path, copy: Option<tempfile::TempDir>) -> Result<Self> {
+        let db = store::open_sled(dir).map_err(|e| match e {
+            Error::Damaged { problem, .. } => Error::Damaged {
+                path: path.to_path_buf(),
+                problem,
+            },
+            Error::Locked { .. } => Error::Locked {
+                path: path.to_path_buf(),
+            },
+            other => other,
+        })?;
+        let meta = Meta::read_or_create(&db, path)?;
+        let counts = index::load_counts(&db, path)?;
         Ok(Self {
             db,
-            path,
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            entries_on_open: meta.next_seq,
             id: JournalId(meta.id),
             mapping_version: meta.mapping_version,
             inner: Mutex::new(Inner {
@@ -123,6 +262,7 @@ impl Journal {
                 .map_or(1, std::num::NonZeroUsize::get)
                 .min(MAX_THREADS),
             last_frame: Mutex::new(None),
+            _copy: copy,
         })
     }
 
@@ -150,6 +290,12 @@ impl Journal {
     /// The mapping version the journal was created with.
     pub fn mapping_version(&self) -> u32 {
         self.mapping_version
+    }
+
+    /// The chain head: (entries, hash of the last entry).
+    pub fn head(&self) -> (u64, Digest) {
+        let inner = self.inner();
+        (inner.next_seq, inner.head)
     }
 
     /// Number of log entries.

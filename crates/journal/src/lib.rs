@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod frame;
+mod identity;
 mod ids;
 mod index;
 mod journal;
@@ -36,6 +37,7 @@ pub mod testing;
 mod verify;
 
 pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
+pub use identity::MARKER;
 pub use ids::{JournalId, RunId};
 pub use journal::{Journal, SourceFingerprint};
 pub use log::PassState;
@@ -91,9 +93,12 @@ impl Error {
     /// What kind of problem this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Locked { .. } | Self::OlderFormat { .. } | Self::NewerFormat { .. } => {
-                ErrorKind::Configuration
-            }
+            Self::Locked { .. }
+            | Self::OlderFormat { .. }
+            | Self::NewerFormat { .. }
+            | Self::NoJournal { .. }
+            | Self::NotAJournal { .. }
+            | Self::Io { .. } => ErrorKind::Configuration,
             Self::SourceMismatch { .. } => ErrorKind::Refused,
             // A journal that cannot be written (disk full, I/O) stops the run;
             // what it holds is intact, so the run resumes once that is fixed.
@@ -114,6 +119,32 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// No journal where one was expected.
+    #[error("no journal at {path}: a journal is created by planning (plan, run)")]
+    NoJournal {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A directory that is not a journal, where a journal was to be created
+    /// or opened.
+    #[error("{path} is not a journal ({problem}); a journal is created only in a new or empty directory")]
+    NotAJournal {
+        /// The directory.
+        path: PathBuf,
+        /// What is there.
+        problem: String,
+    },
+    /// A file operation on the journal's directory failed.
+    #[error("journal {path}: {what} failed")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process has the journal open.
     #[error("journal {path} is in use by another process (one writer at a time); wait for it to finish or use another journal directory")]
     Locked {

@@ -198,6 +198,7 @@ impl Journal {
         if batch.pass.is_some() {
             inner.pass = batch.pass;
         }
+        crate::identity::write_head(&self.dir, seq, &head)?;
         Ok(Receipt {
             first_seq,
             next_seq: seq,

@@ -13,13 +13,7 @@ use crate::args::{Cli, InspectArgs};
 use crate::{context, Exit};
 
 pub fn run(cli: &Cli, args: &InspectArgs) -> Result<Exit> {
-    if !cli.journal.exists() {
-        bail!(
-            "no journal at {} (pass --journal DIR)",
-            cli.journal.display()
-        );
-    }
-    let journal = context::open_journal(&cli.journal)?;
+    let journal = context::read_journal(&cli.journal)?;
     let value = match args.collector_result {
         Some(key) => key_view(&journal, key)?,
         None => overview(&journal, args)?,

@@ -16,7 +16,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     let databases = Databases::resolve(cli)?.named("replay", Some(run));
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
-    let journal = context::open_journal(&cli.journal)?;
+    let journal = context::existing_journal(&cli.journal)?;
     if journal.source().is_some() {
         // Replay reads the source to finish a pass or re-plan drifted keys:
         // only the source the journal was planned from.

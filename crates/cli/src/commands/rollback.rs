@@ -17,7 +17,7 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
         .connect(2)
         .await?;
     schema::ensure_ledger(&target).await?;
-    let journal = context::open_journal(&cli.journal)?;
+    let journal = context::existing_journal(&cli.journal)?;
     let lock = TargetLock::acquire(&target, LockScope::Whole).await?;
     let run = if args.yes {
         let options = vec![

@@ -7,13 +7,7 @@ use crate::args::Cli;
 use crate::{context, output, Exit};
 
 pub fn run(cli: &Cli) -> Result<Exit> {
-    if !cli.journal.exists() {
-        anyhow::bail!(
-            "no journal at {} (pass --journal DIR)",
-            cli.journal.display()
-        );
-    }
-    let journal = context::open_journal(&cli.journal)?;
+    let journal = context::read_journal(&cli.journal)?;
     let runs = journal.runs()?;
     let counts = output::journal_counts(&journal);
     if cli.json {

@@ -14,7 +14,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         .connect(2)
         .await?;
     backfill_postgres::schema::ensure_ledger(&target).await?;
-    let journal = context::open_journal(&cli.journal)?;
+    let journal = context::read_journal(&cli.journal)?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;
     if cli.json {
         out!("{}", serde_json::to_string_pretty(&report)?)?;

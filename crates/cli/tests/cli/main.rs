@@ -2,6 +2,7 @@
 //! connecting (module `connect`).
 
 mod connect;
+mod damage;
 
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
