@@ -98,7 +98,9 @@ async fn schema_check_names_missing_tables_and_columns() {
         source.missing,
         vec![Missing {
             table: "extracted_positions".into(),
-            column: Some("sentiment_score".into())
+            column: Some("sentiment_score".into()),
+            found_type: None,
+            expected_type: None,
         }]
     );
     let target = schema::check_target(&db.pool).await.unwrap();
@@ -106,7 +108,9 @@ async fn schema_check_names_missing_tables_and_columns() {
         target.missing,
         vec![Missing {
             table: "competitor_sentiment".into(),
-            column: None
+            column: None,
+            found_type: None,
+            expected_type: None,
         }]
     );
     assert_eq!(target.missing[0].to_string(), "table competitor_sentiment");
@@ -117,7 +121,9 @@ async fn schema_check_names_missing_tables_and_columns() {
         report.missing,
         vec![Missing {
             table: "positions_2024".into(),
-            column: None
+            column: None,
+            found_type: None,
+            expected_type: None,
         }]
     );
 }

@@ -185,10 +185,17 @@ impl Databases {
         Ok((source, target))
     }
 
-    /// What the journal is bound to.
+    /// What the journal is bound to: the source database (not the user
+    /// reading it) and table.
     pub fn fingerprint(&self, table: &SourceTable) -> SourceFingerprint {
+        let o = &self.source.options;
         SourceFingerprint {
-            database: self.source.display.clone(),
+            database: format!(
+                "postgres://{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            ),
             table: table.to_string(),
         }
     }
@@ -261,6 +268,30 @@ impl RunSettings {
         ));
         options.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         options
+    }
+
+    /// The Postgres sink for `journal` on `target`, with the timeouts and a
+    /// notice on stderr before each retry (unless `quiet`).
+    pub fn sink(
+        &self,
+        target: PgPool,
+        journal: &Journal,
+        quiet: bool,
+    ) -> backfill_postgres::PostgresSink {
+        let sink =
+            backfill_postgres::PostgresSink::new(target, journal.id()).with_timeouts(self.timeouts);
+        if quiet {
+            return sink;
+        }
+        sink.on_retry(Arc::new(
+            |cause: &str, attempt: u32, of: u32, wait: Duration| {
+                eprintln!(
+                "waiting: {} on the target; retrying the batch in {} (attempt {attempt} of {of})",
+                cause.replace('_', " "),
+                humantime::format_duration(wait)
+            );
+            },
+        ))
     }
 
     /// The engine for run `run` of a command over `source`.

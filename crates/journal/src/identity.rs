@@ -189,7 +189,13 @@ pub const HEAD: &str = "HEAD";
 pub(crate) fn write_head(dir: &Path, entries: u64, head: &backfill_core::Digest) -> Result<()> {
     let file = dir.join(HEAD);
     let staging = dir.join("HEAD.new");
-    fs::write(&staging, format!("entries {entries}\nhead {head}\n"))
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&staging)
+        .and_then(|mut f| write!(f, "entries {entries}\nhead {head}\n"))
         .map_err(|e| io_error(&staging, "writing", e))?;
     fs::rename(&staging, &file).map_err(|e| io_error(&file, "replacing", e))
 }

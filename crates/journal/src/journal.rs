@@ -225,7 +225,10 @@ impl Journal {
             return Ok(checked);
         }
         drop(checked);
-        Self::open_store(path, path, None)
+        let journal = Self::open_store(path, path, None)?;
+        // sled may have written a snapshot while opening.
+        identity::restrict(path)?;
+        Ok(journal)
     }
 
     /// Opens the sled store in `dir` (reported as `path`), creating its

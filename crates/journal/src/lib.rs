@@ -40,8 +40,8 @@ pub use frame::{chain_hash, LEAF_DOMAIN, LINK_DOMAIN};
 pub use identity::MARKER;
 pub use ids::{JournalId, RunId};
 pub use journal::{Journal, SourceFingerprint};
-pub use log::PassState;
 pub use log::{Batch, Receipt};
+pub use log::{PassState, MAX_FRAME_BYTES};
 pub use record::{decide, fold, Decision, KeyStatus, Logged, Reason, Record, State};
 pub use runs::{Run, RunEnd};
 pub use store::{FORMAT_VERSION, SEGMENT_SIZE};
@@ -98,6 +98,7 @@ impl Error {
             | Self::NewerFormat { .. }
             | Self::NoJournal { .. }
             | Self::NotAJournal { .. }
+            | Self::EntryTooLarge { .. }
             | Self::Io { .. } => ErrorKind::Configuration,
             Self::SourceMismatch { .. } => ErrorKind::Refused,
             // A journal that cannot be written (disk full, I/O) stops the run;
@@ -144,6 +145,16 @@ pub enum Error {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// An entry too large to store durably (one key's event, compressed).
+    #[error("{}: its event takes {bytes} bytes in the journal, more than the {limit} it stores durably; reduce the source row's metadata or sentences", key.map_or_else(|| "an entry".to_owned(), |k| format!("collector_result_id {k}")))]
+    EntryTooLarge {
+        /// The key, if the entry is a key's.
+        key: Option<i64>,
+        /// Its stored size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
     },
     /// Another process has the journal open.
     #[error("journal {path} is in use by another process (one writer at a time); wait for it to finish or use another journal directory")]

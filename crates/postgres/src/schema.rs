@@ -3,7 +3,7 @@
 //! `schema check`, which names every missing table and column before anything
 //! is read or written.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sqlx::PgPool;
@@ -18,22 +18,170 @@ pub const TARGET_SQL: &str = include_str!("../sql/target.sql");
 /// The `backfill.ledger` table.
 pub const LEDGER_SQL: &str = include_str!("../sql/ledger.sql");
 
-/// Something the backfill needs that the database lacks.
+/// Something the backfill needs that the database lacks, or has with
+/// another type than the contract's.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Missing {
     /// The table (or view).
     pub table: String,
     /// The column, or `None` if the whole table is missing.
     pub column: Option<String>,
+    /// The column is there with this type, where the contract says
+    /// `expected_type`.
+    pub found_type: Option<String>,
+    /// The contract's type, when `found_type` differs from it.
+    pub expected_type: Option<String>,
+}
+
+impl Missing {
+    fn table(table: &str) -> Self {
+        Self {
+            table: table.to_owned(),
+            column: None,
+            found_type: None,
+            expected_type: None,
+        }
+    }
+
+    fn column(table: &str, column: &str) -> Self {
+        Self {
+            column: Some(column.to_owned()),
+            ..Self::table(table)
+        }
+    }
 }
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.column {
-            Some(column) => write!(f, "column {}.{}", self.table, column),
-            None => write!(f, "table {}", self.table),
+        match (&self.column, &self.found_type, &self.expected_type) {
+            (Some(column), Some(found), Some(expected)) => write!(
+                f,
+                "column {}.{} is {found} but the contract says {expected}",
+                self.table, column
+            ),
+            (Some(column), _, _) => write!(f, "column {}.{}", self.table, column),
+            (None, _, _) => write!(f, "table {}", self.table),
         }
     }
+}
+
+/// The contract's type (as `format_type` prints it) of every column the
+/// backfill reads or writes; `extracted_positions` stands for the source
+/// table under any name.
+const CONTRACT_TYPES: &[(&str, &str, &str)] = &[
+    ("extracted_positions", "id", "bigint"),
+    ("extracted_positions", "collector_result_id", "bigint"),
+    ("extracted_positions", "brand_id", "uuid"),
+    ("extracted_positions", "customer_id", "uuid"),
+    ("extracted_positions", "query_id", "uuid"),
+    ("extracted_positions", "collector_type", "text"),
+    ("extracted_positions", "competitor_name", "text"),
+    ("extracted_positions", "brand_first_position", "integer"),
+    ("extracted_positions", "competitor_positions", "integer[]"),
+    ("extracted_positions", "total_brand_mentions", "integer"),
+    ("extracted_positions", "competitor_mentions", "integer"),
+    ("extracted_positions", "visibility_index", "numeric"),
+    (
+        "extracted_positions",
+        "visibility_index_competitor",
+        "numeric",
+    ),
+    ("extracted_positions", "share_of_answers_brand", "numeric"),
+    (
+        "extracted_positions",
+        "share_of_answers_competitor",
+        "numeric",
+    ),
+    ("extracted_positions", "has_brand_presence", "boolean"),
+    ("extracted_positions", "topic", "text"),
+    ("extracted_positions", "sentiment_label", "text"),
+    ("extracted_positions", "sentiment_score", "numeric"),
+    ("extracted_positions", "sentiment_label_competitor", "text"),
+    (
+        "extracted_positions",
+        "sentiment_score_competitor",
+        "numeric",
+    ),
+    (
+        "extracted_positions",
+        "sentiment_positive_sentences",
+        "jsonb",
+    ),
+    (
+        "extracted_positions",
+        "sentiment_negative_sentences",
+        "jsonb",
+    ),
+    (
+        "extracted_positions",
+        "sentiment_positive_sentences_competitor",
+        "jsonb",
+    ),
+    (
+        "extracted_positions",
+        "sentiment_negative_sentences_competitor",
+        "jsonb",
+    ),
+    (
+        "extracted_positions",
+        "processed_at",
+        "timestamp with time zone",
+    ),
+    ("extracted_positions", "metadata", "jsonb"),
+    ("brands", "id", "uuid"),
+    ("brands", "customer_id", "uuid"),
+    ("brand_competitors", "id", "uuid"),
+    ("brand_competitors", "brand_id", "uuid"),
+    ("brand_competitors", "competitor_name", "text"),
+    ("collector_results", "id", "bigint"),
+    (
+        "collector_results",
+        "created_at",
+        "timestamp with time zone",
+    ),
+    ("metric_facts", "id", "bigint"),
+    ("metric_facts", "collector_result_id", "bigint"),
+    ("metric_facts", "brand_id", "uuid"),
+    ("metric_facts", "customer_id", "uuid"),
+    ("metric_facts", "query_id", "uuid"),
+    ("metric_facts", "collector_type", "text"),
+    ("metric_facts", "topic", "text"),
+    ("metric_facts", "collected_at", "timestamp with time zone"),
+    ("metric_facts", "metadata", "jsonb"),
+    ("metric_facts", "created_at", "timestamp with time zone"),
+    ("brand_metrics", "metric_fact_id", "bigint"),
+    ("brand_metrics", "visibility_index", "numeric(5,2)"),
+    ("brand_metrics", "share_of_answers", "numeric(5,2)"),
+    ("brand_metrics", "total_mentions", "integer"),
+    ("brand_metrics", "product_mentions", "integer"),
+    ("brand_metrics", "first_position", "integer"),
+    ("brand_metrics", "has_presence", "boolean"),
+    ("competitor_metrics", "metric_fact_id", "bigint"),
+    ("competitor_metrics", "competitor_id", "uuid"),
+    ("competitor_metrics", "visibility_index", "numeric(5,2)"),
+    ("competitor_metrics", "share_of_answers", "numeric(5,2)"),
+    ("competitor_metrics", "total_mentions", "integer"),
+    ("competitor_metrics", "product_mentions", "integer"),
+    ("competitor_metrics", "first_position", "integer"),
+    ("competitor_metrics", "has_presence", "boolean"),
+    ("brand_sentiment", "metric_fact_id", "bigint"),
+    ("brand_sentiment", "sentiment_label", "text"),
+    ("brand_sentiment", "sentiment_score", "numeric(5,2)"),
+    ("brand_sentiment", "positive_sentences", "jsonb"),
+    ("brand_sentiment", "negative_sentences", "jsonb"),
+    ("competitor_sentiment", "metric_fact_id", "bigint"),
+    ("competitor_sentiment", "competitor_id", "uuid"),
+    ("competitor_sentiment", "sentiment_label", "text"),
+    ("competitor_sentiment", "sentiment_score", "numeric(5,2)"),
+    ("competitor_sentiment", "positive_sentences", "jsonb"),
+    ("competitor_sentiment", "negative_sentences", "jsonb"),
+];
+
+fn contract_type(table: &str, column: &str) -> Option<&'static str> {
+    CONTRACT_TYPES
+        .iter()
+        .find(|(t, c, _)| *t == table && *c == column)
+        .map(|(_, _, ty)| *ty)
 }
 
 /// The result of `schema check`.
@@ -151,14 +299,15 @@ const TARGET_COLUMNS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Existing (table, column) pairs of the given tables in a schema.
+/// Existing (table, column) pairs of the given tables in a schema, with
+/// their types.
 async fn columns(
     pool: &PgPool,
     schema: Option<&str>,
     tables: &[String],
-) -> Result<BTreeSet<(String, String)>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, a.attname::text
+) -> Result<BTreeMap<(String, String), String>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
            FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -172,29 +321,35 @@ async fn columns(
     .fetch_all(pool)
     .await
     .map_err(db("reading the catalog"))?;
-    Ok(rows.into_iter().collect())
+    Ok(rows.into_iter().map(|(t, c, ty)| ((t, c), ty)).collect())
 }
 
+/// Compares `table` (shown as `display`, typed as the contract's `logical`
+/// table) with the columns wanted.
 fn compare(
-    present: &BTreeSet<(String, String)>,
+    present: &BTreeMap<(String, String), String>,
     display: &str,
     table: &str,
+    logical: &str,
     wanted: &[&str],
     missing: &mut Vec<Missing>,
 ) {
-    if !present.iter().any(|(t, _)| t == table) {
-        missing.push(Missing {
-            table: display.to_owned(),
-            column: None,
-        });
+    if !present.keys().any(|(t, _)| t == table) {
+        missing.push(Missing::table(display));
         return;
     }
     for column in wanted {
-        if !present.contains(&(table.to_owned(), (*column).to_owned())) {
-            missing.push(Missing {
-                table: display.to_owned(),
-                column: Some((*column).to_owned()),
-            });
+        match present.get(&(table.to_owned(), (*column).to_owned())) {
+            None => missing.push(Missing::column(display, column)),
+            Some(found) => {
+                if let Some(expected) = contract_type(logical, column).filter(|e| e != found) {
+                    missing.push(Missing {
+                        found_type: Some(found.clone()),
+                        expected_type: Some(expected.to_owned()),
+                        ..Missing::column(display, column)
+                    });
+                }
+            }
         }
     }
 }
@@ -212,6 +367,7 @@ pub async fn check_source(pool: &PgPool, table: &SourceTable) -> Result<SchemaRe
         &present,
         &table.to_string(),
         &table.name,
+        "extracted_positions",
         SOURCE_COLUMNS,
         &mut missing,
     );
@@ -221,7 +377,7 @@ pub async fn check_source(pool: &PgPool, table: &SourceTable) -> Result<SchemaRe
         .collect();
     let present = columns(pool, None, &names).await?;
     for (t, cols) in DIRECTORY_COLUMNS {
-        compare(&present, t, t, cols, &mut missing);
+        compare(&present, t, t, t, cols, &mut missing);
     }
     missing.sort();
     Ok(SchemaReport { missing })
@@ -237,10 +393,11 @@ pub async fn check_target(pool: &PgPool) -> Result<SchemaReport> {
     names.push("mv_brand_daily_metrics".to_owned());
     let present = columns(pool, None, &names).await?;
     for (t, cols) in TARGET_COLUMNS {
-        compare(&present, t, t, cols, &mut missing);
+        compare(&present, t, t, t, cols, &mut missing);
     }
     compare(
         &present,
+        "mv_brand_daily_metrics",
         "mv_brand_daily_metrics",
         "mv_brand_daily_metrics",
         &[],
@@ -285,8 +442,21 @@ pub async fn apply(pool: &PgPool, parts: SchemaParts) -> Result<()> {
     Ok(())
 }
 
-/// Creates `backfill.ledger` if missing.
+/// Creates `backfill.ledger` if missing. When it exists nothing is run: a
+/// role without CREATE on the database can apply once the ledger is there
+/// (`CREATE SCHEMA IF NOT EXISTS` needs the privilege even when the schema
+/// exists).
 pub async fn ensure_ledger(pool: &PgPool) -> Result<()> {
+    let present: bool = sqlx::query_scalar(
+        "SELECT to_regclass('backfill.ledger') IS NOT NULL
+            AND to_regclass('backfill.ledger_journal') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db("looking up backfill.ledger"))?;
+    if present {
+        return Ok(());
+    }
     sqlx::raw_sql(LEDGER_SQL)
         .execute(pool)
         .await
@@ -310,10 +480,7 @@ pub async fn refresh_view(pool: &PgPool) -> Result<bool> {
     .await
     .map_err(db("looking up mv_brand_daily_metrics"))?
     .ok_or_else(|| crate::Error::MissingSchema {
-        missing: vec![Missing {
-            table: "mv_brand_daily_metrics".into(),
-            column: None,
-        }],
+        missing: vec![Missing::table("mv_brand_daily_metrics")],
     })?;
     let concurrent = populated && has_unique;
     let sql = if concurrent {

@@ -63,7 +63,6 @@ impl From<sqlx::Error> for Attempt {
 
 /// Writes batches to the target, set-based, one transaction per batch, with
 /// one `backfill.ledger` row per key written, under the applier lock.
-#[derive(Debug)]
 pub struct PostgresSink {
     pool: PgPool,
     journal_id: JournalId,
@@ -71,6 +70,20 @@ pub struct PostgresSink {
     retries: u32,
     timeouts: Timeouts,
     lock: Option<TargetLock>,
+    on_retry: Option<RetryNotice>,
+}
+
+/// Told before a batch is retried: (cause, attempt, of attempts, wait).
+pub type RetryNotice = std::sync::Arc<dyn Fn(&str, u32, u32, Duration) + Send + Sync>;
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("journal_id", &self.journal_id)
+            .field("scope", &self.scope)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PostgresSink {
@@ -83,6 +96,7 @@ impl PostgresSink {
             retries: 5,
             timeouts: Timeouts::default(),
             lock: None,
+            on_retry: None,
         }
     }
 
@@ -102,6 +116,13 @@ impl PostgresSink {
     /// The lock and statement timeouts of every batch.
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// Tells `notice` before each retry (what the run waits for, and when it
+    /// tries again).
+    pub fn on_retry(mut self, notice: RetryNotice) -> Self {
+        self.on_retry = Some(notice);
         self
     }
 
@@ -280,6 +301,9 @@ impl Sink for PostgresSink {
                     }
                     *retries.entry(cause.to_owned()).or_insert(0) += 1;
                     let backoff = Duration::from_millis(200u64 << attempt.min(6));
+                    if let Some(notice) = &self.on_retry {
+                        notice(cause, attempt, self.retries, backoff);
+                    }
                     tokio::time::sleep(backoff).await;
                 }
             }

@@ -203,8 +203,20 @@ fn is_empty(v: &Value) -> bool {
     matches!(v, Value::Array(a) if a.is_empty()) || matches!(v, Value::Object(o) if o.is_empty())
 }
 
+/// A value for a terminal: control characters in names (an escape sequence
+/// in a competitor name) are shown escaped, never sent to the terminal.
 fn scalar(v: &Value) -> String {
     match v {
+        Value::String(s) if s.chars().any(char::is_control) => s
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),

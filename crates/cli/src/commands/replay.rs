@@ -4,7 +4,7 @@
 use anyhow::Result;
 use backfill_engine::{Mode, NullSink, RunId};
 use backfill_journal::PassState;
-use backfill_postgres::{schema, PostgresSink};
+use backfill_postgres::schema;
 
 use crate::args::{Cli, ReplayArgs};
 use crate::settings::{Databases, RunSettings};
@@ -44,8 +44,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         engine.execute(mode, &mut NullSink).await
     } else {
         schema::ensure_ledger(&target).await?;
-        let mut sink =
-            PostgresSink::new(target.clone(), journal.id()).with_timeouts(settings.timeouts);
+        let mut sink = settings.sink(target.clone(), &journal, cli.quiet);
         engine.execute(mode, &mut sink).await
     };
     // A replay that finished a pass over the source is a backfill's end:

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use backfill_engine::{Mode, NullSink, RunId};
-use backfill_postgres::{schema, PostgresSink};
+use backfill_postgres::schema;
 
 use crate::args::{Cli, RunArgs};
 use crate::settings::{Databases, RunSettings};
@@ -35,8 +35,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         engine.execute(mode, &mut NullSink).await
     } else {
         schema::ensure_ledger(&target).await?;
-        let mut sink =
-            PostgresSink::new(target.clone(), journal.id()).with_timeouts(settings.timeouts);
+        let mut sink = settings.sink(target.clone(), &journal, cli.quiet);
         engine.execute(mode, &mut sink).await
     };
     let finished = report.error.is_none() && !report.summary.interrupted;

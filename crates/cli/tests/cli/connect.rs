@@ -366,7 +366,7 @@ async fn an_application_lock_is_waited_out_with_timeouts_and_retries_blocking_no
             "1s",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Meanwhile an application reader queues behind the lock too; nothing
@@ -399,6 +399,13 @@ async fn an_application_lock_is_waited_out_with_timeouts_and_retries_blocking_no
     let code = wait_for(&mut child, Duration::from_secs(60));
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    // Regression: nothing was printed while waiting out a lock.
+    assert!(
+        stderr.contains("waiting: lock timeout on the target; retrying the batch in"),
+        "{stderr}"
+    );
     assert_eq!(code, Some(1), "rejections in the seed data: exit 1");
     assert_eq!(
         blocked_by_backfill, 0,

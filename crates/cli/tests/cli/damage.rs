@@ -121,9 +121,12 @@ impl Commands {
     }
 }
 
+/// A named way to damage a file.
+type Damage = (String, Box<dyn Fn(&Path)>);
+
 /// The damages to try on a file of `len` bytes.
-fn damages(len: usize) -> Vec<(String, Box<dyn Fn(&Path)>)> {
-    let mut out: Vec<(String, Box<dyn Fn(&Path)>)> = Vec::new();
+fn damages(len: usize) -> Vec<Damage> {
+    let mut out: Vec<Damage> = Vec::new();
     let mut offsets: Vec<usize> = vec![
         0,
         1,

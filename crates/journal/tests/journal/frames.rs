@@ -161,3 +161,41 @@ fn sled_never_falls_back_to_blob_files() {
     assert_eq!(blobs, 0, "sled wrote {blobs} blob files");
     assert_eq!(journal.verify_chain().unwrap().entries, 15_000);
 }
+
+#[test]
+fn regression_an_event_too_large_to_store_durably_is_refused_naming_its_key() {
+    // 3 MB of incompressible metadata went into a sled blob file, which sled
+    // never fsyncs.
+    use backfill_core::testing::GroupBuilder;
+    use rand::RngCore;
+    let mut noise = vec![0u8; 3 << 20];
+    rand::thread_rng().fill_bytes(&mut noise);
+    let hex: String = noise.iter().map(|b| format!("{b:02x}")).collect();
+    let group = GroupBuilder::new(77)
+        .brand(|r| r.metadata = Some(backfill_core::Json(format!("{{\"blob\": \"{hex}\"}}"))))
+        .build();
+    let event = backfill_core::plan(77, &group.rows, &group.directories).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let before = journal.entries();
+    let mut batch = Batch::new();
+    batch.plan(crate::support::realistic_event(1)).plan(event);
+    let err = journal.commit(batch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            backfill_journal::Error::EntryTooLarge { key: Some(77), .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("collector_result_id 77"), "{err}");
+    assert_eq!(
+        journal.entries(),
+        before,
+        "nothing of the batch was written"
+    );
+    drop(journal);
+    let blobs = dir.path().join("blobs");
+    let blob_files = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+    assert_eq!(blob_files, 0, "nothing went to sled's unsynced blob files");
+}
