@@ -69,7 +69,15 @@ pub fn conclude(
     journal: &Journal,
     resume: &str,
 ) -> Exit {
-    let problems = journal.count(State::Rejected) + journal.count(State::Failed) > 0;
+    let drifted = journal.count(State::Drifted);
+    // Drifted keys are unfinished work: their source changed after they were
+    // written, and the target still holds the old rows.
+    let problems = journal.count(State::Rejected) + journal.count(State::Failed) + drifted > 0;
+    if drifted > 0 && report.error.is_none() && !report.summary.interrupted {
+        eprintln!(
+            "hint: {drifted} key(s) drifted (their source changed after they were applied): backfill replay --reapply-drifted"
+        );
+    }
     // A step after a complete run (the view refresh) is redone on its own.
     let resume = if report.error.is_none() && after.is_some() {
         "backfill refresh"

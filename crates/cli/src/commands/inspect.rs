@@ -147,6 +147,7 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
             "id": journal.id(), "path": journal.path(), "format_version": journal.format_version(),
             "mapping_version": journal.mapping_version(), "source": journal.source(),
             "cursor": journal.cursor(), "pass": journal.pass(), "entries": journal.entries(),
+            "head": { "entries": journal.head().0, "hash": journal.head().1 },
         },
         "runs": runs,
         "states": states,

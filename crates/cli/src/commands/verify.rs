@@ -16,8 +16,26 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     backfill_postgres::schema::ensure_ledger(&target).await?;
     let journal = context::read_journal(&cli.journal)?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;
+    let exit = if report.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Problems
+    };
+    // A reader that goes away (`| head -1`) must not turn a failed check
+    // into success.
+    match print(cli, &report) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit),
+        Err(err) => Err(err.into()),
+        Ok(()) => Ok(exit),
+    }
+}
+
+fn print(cli: &Cli, report: &audit::VerifyReport) -> std::io::Result<()> {
     if cli.json {
-        out!("{}", serde_json::to_string_pretty(&report)?)?;
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?
+        )?;
     } else {
         out!(
             "verified {} applied keys: {} match journal, ledger and target; {} findings; chain: {}",
@@ -27,12 +45,11 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
             report.chain_problem.as_deref().unwrap_or("intact")
         )?;
         for finding in &report.findings {
-            out!("  {}", serde_json::to_string(finding)?)?;
+            out!(
+                "  {}",
+                serde_json::to_string(finding).map_err(std::io::Error::other)?
+            )?;
         }
     }
-    Ok(if report.is_ok() {
-        Exit::Ok
-    } else {
-        Exit::Problems
-    })
+    Ok(())
 }

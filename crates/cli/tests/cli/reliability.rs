@@ -268,3 +268,83 @@ async fn regression_a_refresh_failure_after_a_complete_run_exits_3_saying_what_w
     );
     assert!(stderr.contains("resume with: backfill refresh"), "{stderr}");
 }
+
+/// A source without rejected keys: the seed's rejected keys removed.
+async fn clean_source(results: i64) -> TestDb {
+    let db = seeded(results).await;
+    let probe = tempfile::tempdir().unwrap();
+    backfill(&db, probe.path()).arg("plan").assert().code(1);
+    let out = backfill(&db, probe.path())
+        .args([
+            "--json", "journal", "inspect", "--state", "rejected", "--limit", "100000",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<i64> = json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["collector_result_id"].as_i64().unwrap())
+        .collect();
+    assert!(!keys.is_empty());
+    sqlx::query("DELETE FROM extracted_positions WHERE collector_result_id = ANY($1)")
+        .bind(&keys)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db
+}
+
+#[tokio::test]
+async fn regression_drifted_keys_are_unfinished_work_exit_1_naming_the_next_command() {
+    // `run --rescan` exited 0 with drifted keys (the target still holds their
+    // old rows) and named no next step.
+    let db = clean_source(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("run").assert().success();
+    sqlx::raw_sql(
+        "UPDATE extracted_positions SET topic = 'changed upstream'
+          WHERE collector_result_id = (SELECT min(collector_result_id) FROM extracted_positions
+                                        WHERE competitor_name IS NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    backfill(&db, dir.path())
+        .args(["run", "--rescan"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "backfill replay --reapply-drifted",
+        ));
+    backfill(&db, dir.path())
+        .args(["replay", "--reapply-drifted"])
+        .assert()
+        .success();
+}
+
+#[tokio::test]
+async fn regression_a_failed_verify_into_a_closed_pipe_still_exits_1() {
+    // `journal verify | head -1` exited 0 with thousands of findings: the
+    // closed pipe turned the failed check into success.
+    let db = seeded(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("run").assert().code(1);
+    sqlx::raw_sql("DELETE FROM metric_facts WHERE collector_result_id IN (SELECT collector_result_id FROM metric_facts LIMIT 5)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("backfill"))
+        .env("DATABASE_URL", &db.url)
+        .arg("--journal")
+        .arg(dir.path())
+        .args(["journal", "verify"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the first line.
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}
