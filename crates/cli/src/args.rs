@@ -89,7 +89,7 @@ pub struct InspectArgs {
     /// List keys with this reason (e.g. existing_in_target, no_brand_row).
     #[arg(long)]
     pub reason: Option<String>,
-    /// At most this many keys listed.
+    /// At most this many keys listed (0: all); `keys_total` counts them all.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
 }

@@ -301,6 +301,7 @@ impl RunSettings {
         journal: Arc<Journal>,
         command: &str,
         run: RunId,
+        bind: Option<SourceFingerprint>,
         extra: &[(&str, String)],
     ) -> Engine<SourceReader> {
         let settings = EngineSettings {
@@ -309,6 +310,7 @@ impl RunSettings {
             command: command.to_owned(),
             options: self.recorded(extra),
             run_id: Some(run),
+            bind,
             ..EngineSettings::default()
         };
         Engine::new(

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use backfill_journal::{Journal, PassState, RunEnd, RunId};
+use backfill_journal::{Journal, PassState, RunEnd, RunId, SourceFingerprint};
 
 use crate::control::RunControl;
 use crate::sink::{OnConflict, Sink};
@@ -63,6 +63,9 @@ pub struct EngineSettings {
     pub options: Vec<(String, String)>,
     /// The run's id, when chosen beforehand (to name connections after it).
     pub run_id: Option<RunId>,
+    /// The source to bind the journal to, once the run is about to start:
+    /// a run refused before it starts (an empty source) binds nothing.
+    pub bind: Option<SourceFingerprint>,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +77,7 @@ impl Default for EngineSettings {
             command: "run".into(),
             options: Vec::new(),
             run_id: None,
+            bind: None,
         }
     }
 }
@@ -154,7 +158,14 @@ impl<S: Source> Engine<S> {
             dry_run: !sink.writes() && !matches!(mode, Mode::Plan { .. }),
             ..Summary::default()
         };
-        if let Err(error) = self.preflight(mode).await {
+        let preflight = match self.preflight(mode).await {
+            Ok(()) => match &self.settings.bind {
+                Some(source) => self.journal.bind_source(source).map_err(Error::from),
+                None => Ok(()),
+            },
+            Err(error) => Err(error),
+        };
+        if let Err(error) = preflight {
             return RunReport {
                 run: None,
                 summary,

@@ -105,6 +105,12 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
     let mut unresolved: BTreeMap<String, u64> = BTreeMap::new();
     let mut notes: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut keys = Vec::new();
+    let mut total = 0u64;
+    let limit = if args.limit == 0 {
+        usize::MAX
+    } else {
+        args.limit
+    };
     for item in journal.keys() {
         let (key, status) = item?;
         if let Some(event) = journal.event(key)? {
@@ -118,7 +124,8 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
         let listed = (state_filter.is_some() || reason_filter.is_some())
             && state_filter.is_none_or(|s| s == status.state)
             && reason_filter.is_none_or(|r| status.reason == Some(r));
-        if listed && keys.len() < args.limit {
+        total += u64::from(listed);
+        if listed && keys.len() < limit {
             keys.push(json!({
                 "collector_result_id": key, "state": status.state, "reason": status.reason, "error": status.error,
             }));
@@ -153,6 +160,8 @@ fn overview(journal: &Journal, args: &InspectArgs) -> Result<Value> {
         "states": states,
         "unresolved_competitors": unresolved.into_iter().map(|(name, rows)| json!({ "name": name, "rows": rows })).collect::<Vec<_>>(),
         "notes": notes.into_iter().map(|(kind, count)| json!({ "kind": kind, "count": count })).collect::<Vec<_>>(),
+        "keys_total": total,
+        "keys_truncated": u64::try_from(keys.len()).unwrap_or(u64::MAX) < total,
         "keys": keys,
     }))
 }

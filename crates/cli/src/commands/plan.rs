@@ -14,12 +14,12 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
     let source = databases.source.connect(4).await?;
     context::require_schema(&source, None, &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
-    context::bind_source(&journal, &databases, &settings.table)?;
     let engine = settings.engine(
         source,
         journal.clone(),
         "plan",
         run,
+        Some(databases.fingerprint(&settings.table)),
         &[("rescan", args.rescan.to_string())],
     );
     output::observe(engine.control(), cli, false);

@@ -14,7 +14,12 @@ pub async fn run(cli: &Cli) -> Result<Exit> {
         .connect(1)
         .await?;
     let concurrent = schema::refresh_view(&target).await?;
-    if !cli.quiet {
+    if cli.json {
+        out!(
+            "{}",
+            serde_json::json!({ "command": "refresh", "view": "mv_brand_daily_metrics", "concurrently": concurrent })
+        )?;
+    } else if !cli.quiet {
         let how = if concurrent { " concurrently" } else { "" };
         out!("mv_brand_daily_metrics refreshed{how}")?;
     }

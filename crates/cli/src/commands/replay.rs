@@ -27,6 +27,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         journal.clone(),
         "replay",
         run,
+        None,
         &[
             ("dry-run", args.dry_run.to_string()),
             ("retry-failed", (!args.no_retry_failed).to_string()),

@@ -18,6 +18,11 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
         .await?;
     schema::ensure_ledger(&target).await?;
     let journal = context::existing_journal(&cli.journal)?;
+    if let Some(run) = args.run.map(RunId) {
+        if journal.run(run)?.is_none() {
+            anyhow::bail!("no run {run} in this journal (`backfill status` lists its runs)");
+        }
+    }
     let lock = TargetLock::acquire(&target, LockScope::Whole).await?;
     let run = if args.yes {
         let options = vec![

@@ -15,12 +15,12 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
-    context::bind_source(&journal, &databases, &settings.table)?;
     let engine = settings.engine(
         source,
         journal.clone(),
         "run",
         run,
+        Some(databases.fingerprint(&settings.table)),
         &[
             ("dry-run", args.dry_run.to_string()),
             ("rescan", args.rescan.to_string()),

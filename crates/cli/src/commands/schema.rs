@@ -57,7 +57,16 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
                 };
                 schema::apply(&pool, parts).await?;
             }
-            if !cli.quiet {
+            if cli.json {
+                out!(
+                    "{}",
+                    serde_json::json!({
+                        "command": "schema apply",
+                        "source": *source || both,
+                        "target": *target || both,
+                    })
+                )?;
+            } else if !cli.quiet {
                 out!("schema applied")?;
             }
             Ok(Exit::Ok)

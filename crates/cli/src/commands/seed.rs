@@ -14,7 +14,12 @@ pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
         .connect(1)
         .await?;
     demo::seed(&pool, args.results).await?;
-    if !cli.quiet {
+    if cli.json {
+        out!(
+            "{}",
+            serde_json::json!({ "command": "seed", "collector_results": args.results })
+        )?;
+    } else if !cli.quiet {
         out!("seeded {} collector results", args.results)?;
     }
     Ok(Exit::Ok)

@@ -3,6 +3,7 @@
 
 mod connect;
 mod damage;
+mod operator;
 mod reliability;
 
 use std::process::{Command as StdCommand, Stdio};
