@@ -152,16 +152,20 @@ pub enum OnConflictArg {
 /// Options shared by the commands that read or write.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Collector results per batch.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_size: u32,
-    /// The source table (it may have been renamed); `schema.table` allowed.
-    #[arg(long, default_value = "extracted_positions")]
-    pub source_table: String,
-    /// What to do with facts in the target that this journal did not write.
-    #[arg(long, value_enum, default_value_t = OnConflictArg::Skip)]
-    pub on_conflict: OnConflictArg,
-    /// Read at most this many source rows per second.
+    /// Collector results per batch [default: 1000; `replay` resumes with the
+    /// interrupted run's].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: Option<u32>,
+    /// The source table (it may have been renamed); `schema.table` allowed
+    /// [default: the table the journal is bound to, else extracted_positions].
+    #[arg(long)]
+    pub source_table: Option<String>,
+    /// What to do with facts in the target that this journal did not write
+    /// [default: skip; `replay` resumes with the interrupted run's].
+    #[arg(long, value_enum)]
+    pub on_conflict: Option<OnConflictArg>,
+    /// Read at most this many source rows per second [`replay` resumes with
+    /// the interrupted run's].
     #[arg(long)]
     pub max_rows_per_sec: Option<u64>,
     /// Accept an empty source table instead of failing.

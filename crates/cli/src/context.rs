@@ -87,14 +87,14 @@ pub fn conclude(
     let error: Option<anyhow::Error> = report.error.map(Into::into).or(after);
     let kind = error.as_ref().map(crate::exit::kind_of);
     let exit = exit_code(kind, Some(&report.summary), problems);
-    if let Some(error) = error {
-        crate::print_error(&error);
-        if exit == Exit::Interrupted {
-            if report.summary.did_work() {
-                eprintln!("work was recorded before the error (see the summary above)");
-            }
-            eprintln!("resume with: {resume}");
+    if let Some(error) = &error {
+        crate::print_error(error);
+        if exit == Exit::Interrupted && report.summary.did_work() {
+            eprintln!("work was recorded before the error (see the summary above)");
         }
+    }
+    if exit == Exit::Interrupted {
+        eprintln!("resume with: {resume}");
     }
     exit
 }

@@ -293,7 +293,7 @@ fn print_summary(
         out!("    {state:<36} {n:>10}")?;
     }
     if summary.interrupted {
-        out!("interrupted: the run stopped before its end (see below)")?;
+        out!("interrupted: the run stopped before its end (stderr says how to resume)")?;
     } else {
         out!("next: {next_step}")?;
     }

@@ -201,6 +201,58 @@ impl Databases {
     }
 }
 
+/// What a resumed command takes over from the journal when its own flags are
+/// silent: the table the journal is bound to, and the options of the run
+/// that was interrupted (a run that did not complete).
+#[derive(Clone, Debug, Default)]
+pub struct Inherited {
+    /// The bound source table.
+    pub table: Option<String>,
+    /// `--batch-size` of the interrupted run.
+    pub batch_size: Option<u32>,
+    /// `--max-rows-per-sec` of the interrupted run.
+    pub max_rows_per_sec: Option<u64>,
+    /// `--on-conflict` of the interrupted run.
+    pub on_conflict: Option<OnConflictArg>,
+    /// The interrupted run was a dry run: its resume stays dry.
+    pub dry_run: bool,
+    /// The interrupted run, for messages.
+    pub from: Option<(RunId, String)>,
+}
+
+impl Inherited {
+    /// Reads it from the journal.
+    pub fn from_journal(journal: &Journal) -> Result<Self> {
+        let mut inherited = Inherited {
+            table: journal.source().map(|s| s.table),
+            ..Inherited::default()
+        };
+        let runs = journal.runs()?;
+        let Some(last) = runs.last() else {
+            return Ok(inherited);
+        };
+        if last.end == Some(backfill_journal::RunEnd::Completed) {
+            return Ok(inherited);
+        }
+        let option = |name: &str| {
+            last.options
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        inherited.batch_size = option("batch-size").and_then(|v| v.parse().ok());
+        inherited.max_rows_per_sec = option("max-rows-per-sec").and_then(|v| v.parse().ok());
+        inherited.on_conflict = match option("on-conflict") {
+            Some("replace") => Some(OnConflictArg::Replace),
+            Some("skip") => Some(OnConflictArg::Skip),
+            _ => None,
+        };
+        inherited.dry_run = option("dry-run") == Some("true");
+        inherited.from = Some((last.id, last.command.clone()));
+        Ok(inherited)
+    }
+}
+
 /// The options that shape a run over the source.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
@@ -217,23 +269,34 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// Checks and resolves the shared options.
-    pub fn resolve(common: &Common) -> Result<Self> {
-        if common.source_table.trim().is_empty() {
+    /// Checks and resolves the shared options: a flag given wins, then what
+    /// the journal says (`inherited`), then the default.
+    pub fn resolve(common: &Common, inherited: &Inherited) -> Result<Self> {
+        let table = common
+            .source_table
+            .clone()
+            .or_else(|| inherited.table.clone())
+            .unwrap_or_else(|| "extracted_positions".to_owned());
+        if table.trim().is_empty() {
             bail!("--source-table is empty");
         }
-        let max_rows_per_sec = match common.max_rows_per_sec {
+        let max_rows_per_sec = match common.max_rows_per_sec.or(inherited.max_rows_per_sec) {
             Some(0) => bail!("--max-rows-per-sec must be at least 1 (omit it for no limit)"),
             rate => rate.and_then(NonZeroU64::new),
         };
+        let batch_size = common.batch_size.or(inherited.batch_size).unwrap_or(1000);
         Ok(Self {
-            table: SourceTable::parse(&common.source_table),
+            table: SourceTable::parse(&table),
             limits: Limits {
-                batch_size: usize::try_from(common.batch_size).unwrap_or(1000),
+                batch_size: usize::try_from(batch_size).unwrap_or(1000),
                 max_rows_per_sec,
                 paused: false,
             },
-            on_conflict: match common.on_conflict {
+            on_conflict: match common
+                .on_conflict
+                .or(inherited.on_conflict)
+                .unwrap_or_default()
+            {
                 OnConflictArg::Skip => OnConflict::Skip,
                 OnConflictArg::Replace => OnConflict::Replace,
             },

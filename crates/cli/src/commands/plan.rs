@@ -4,11 +4,11 @@ use anyhow::Result;
 use backfill_engine::{Mode, NullSink, RunId};
 
 use crate::args::{Cli, PlanArgs};
-use crate::settings::{Databases, RunSettings};
+use crate::settings::{Databases, Inherited, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
-    let settings = RunSettings::resolve(&args.common)?;
+    let settings = RunSettings::resolve(&args.common, &Inherited::default())?;
     let run = RunId::new_random();
     let databases = Databases::resolve(cli)?.named("plan", Some(run));
     let source = databases.source.connect(4).await?;

@@ -7,16 +7,39 @@ use backfill_journal::PassState;
 use backfill_postgres::schema;
 
 use crate::args::{Cli, ReplayArgs};
-use crate::settings::{Databases, RunSettings};
+use crate::settings::{Databases, Inherited, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
-    let settings = RunSettings::resolve(&args.common)?;
+    let journal = context::existing_journal(&cli.journal)?;
+    // A resume takes over the interrupted run's options where its own flags
+    // are silent (the source table from the journal's binding); a dry run's
+    // resume stays dry.
+    let inherited = Inherited::from_journal(&journal)?;
+    let settings = RunSettings::resolve(&args.common, &inherited)?;
+    let dry_run = args.dry_run || inherited.dry_run;
+    {
+        if let Some((id, command)) = &inherited.from {
+            eprintln!(
+                "resuming with the options of the interrupted {command} {id}{}",
+                if inherited.dry_run && !args.dry_run {
+                    " (a dry run: nothing is written; `backfill run` writes)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if journal.keys().next().is_none() && journal.pass().is_none() {
+        if !cli.json {
+            out!("nothing to replay: the journal holds no planned keys yet (plan or run first)")?;
+        }
+        return Ok(Exit::Ok);
+    }
     let run = RunId::new_random();
     let databases = Databases::resolve(cli)?.named("replay", Some(run));
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
-    let journal = context::existing_journal(&cli.journal)?;
     if journal.source().is_some() {
         // Replay reads the source to finish a pass or re-plan drifted keys:
         // only the source the journal was planned from.
@@ -29,19 +52,19 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         run,
         None,
         &[
-            ("dry-run", args.dry_run.to_string()),
+            ("dry-run", dry_run.to_string()),
             ("retry-failed", (!args.no_retry_failed).to_string()),
             ("reapply-drifted", args.reapply_drifted.to_string()),
         ],
     );
-    output::observe(engine.control(), cli, args.dry_run);
+    output::observe(engine.control(), cli, dry_run);
     crate::signals::install(engine.control(), cli.quiet);
     let mode = Mode::Replay {
         retry_failed: !args.no_retry_failed,
         reapply_drifted: args.reapply_drifted,
     };
-    let finishes_pass = !args.dry_run && journal.pass() == Some(PassState::Reading);
-    let report = if args.dry_run {
+    let finishes_pass = !dry_run && journal.pass() == Some(PassState::Reading);
+    let report = if dry_run {
         engine.execute(mode, &mut NullSink).await
     } else {
         schema::ensure_ledger(&target).await?;
@@ -56,7 +79,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     } else {
         None
     };
-    let next = if args.dry_run {
+    let next = if dry_run {
         "backfill replay (without --dry-run)"
     } else if finishes_pass {
         "backfill status; backfill journal verify"
@@ -68,6 +91,6 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         report,
         refreshed,
         &journal,
-        &crate::resume_command(cli, args.dry_run),
+        &crate::resume_command(cli, dry_run),
     ))
 }

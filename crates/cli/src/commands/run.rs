@@ -5,11 +5,11 @@ use backfill_engine::{Mode, NullSink, RunId};
 use backfill_postgres::schema;
 
 use crate::args::{Cli, RunArgs};
-use crate::settings::{Databases, RunSettings};
+use crate::settings::{Databases, Inherited, RunSettings};
 use crate::{context, output, Exit};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
-    let settings = RunSettings::resolve(&args.common)?;
+    let settings = RunSettings::resolve(&args.common, &Inherited::default())?;
     let run = RunId::new_random();
     let databases = Databases::resolve(cli)?.named("run", Some(run));
     let (source, target) = databases.pools().await?;

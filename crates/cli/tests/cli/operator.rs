@@ -96,3 +96,105 @@ async fn regression_json_is_honoured_by_schema_apply_seed_and_refresh() {
         assert_eq!(json["command"], command);
     }
 }
+
+/// Starts `run` with `extra`, stops it with SIGTERM after `after`; its exit
+/// code and stderr.
+fn interrupted_run(
+    db: &TestDb,
+    journal: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("backfill"))
+        .env("DATABASE_URL", &db.url)
+        .arg("--journal")
+        .arg(journal)
+        .args(["run", "--batch-size", "40"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    crate::signal(&child, "-TERM");
+    let code = crate::wait_for(&mut child, std::time::Duration::from_secs(30));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (code, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_resuming_a_dry_run_stays_dry() {
+    // Interrupting `run --dry-run` printed "resume with: backfill replay",
+    // and that replay wrote 18,828 facts.
+    let db = seeded(1500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = interrupted_run(
+        &db,
+        dir.path(),
+        &["--dry-run", "--max-rows-per-sec", "1500"],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("replay --dry-run"), "{stderr}");
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .stderr(predicate::str::contains("a dry run: nothing is written"));
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(facts, 0, "the resume of a dry run wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_resume_keeps_the_interrupted_runs_options() {
+    // After SIGTERM on `run --source-table archive.old_positions`, the
+    // printed `backfill replay` failed ("missing … table
+    // extracted_positions"), and the throttle was not carried over.
+    let db = seeded(1500).await;
+    sqlx::raw_sql("ALTER TABLE extracted_positions RENAME TO old_positions")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = interrupted_run(
+        &db,
+        dir.path(),
+        &[
+            "--source-table",
+            "old_positions",
+            "--max-rows-per-sec",
+            "3000",
+        ],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "resuming with the options of the interrupted run",
+        ));
+    let journal = backfill_journal::Journal::open_read_only(dir.path()).unwrap();
+    let replay = journal.runs().unwrap().pop().unwrap();
+    assert_eq!(replay.command, "replay");
+    for (name, value) in [
+        ("source-table", "old_positions"),
+        ("max-rows-per-sec", "3000"),
+    ] {
+        assert!(
+            replay
+                .options
+                .contains(&(name.to_owned(), value.to_owned())),
+            "{:?}",
+            replay.options
+        );
+    }
+    assert_eq!(journal.pass(), Some(backfill_journal::PassState::Exhausted));
+}
