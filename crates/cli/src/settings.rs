@@ -185,6 +185,17 @@ impl Databases {
         Ok((source, target))
     }
 
+    /// The target database as the journal binds it (not the user).
+    pub fn target_fingerprint(&self) -> String {
+        let o = &self.target.options;
+        format!(
+            "postgres://{}:{}/{}",
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        )
+    }
+
     /// What the journal is bound to: the source database (not the user
     /// reading it) and table.
     pub fn fingerprint(&self, table: &SourceTable) -> SourceFingerprint {
@@ -364,7 +375,7 @@ impl RunSettings {
         journal: Arc<Journal>,
         command: &str,
         run: RunId,
-        bind: Option<SourceFingerprint>,
+        bind: (Option<SourceFingerprint>, Option<String>),
         extra: &[(&str, String)],
     ) -> Engine<SourceReader> {
         let settings = EngineSettings {
@@ -373,7 +384,8 @@ impl RunSettings {
             command: command.to_owned(),
             options: self.recorded(extra),
             run_id: Some(run),
-            bind,
+            bind: bind.0,
+            bind_target: bind.1,
             ..EngineSettings::default()
         };
         Engine::new(

@@ -66,6 +66,9 @@ pub struct EngineSettings {
     /// The source to bind the journal to, once the run is about to start:
     /// a run refused before it starts (an empty source) binds nothing.
     pub bind: Option<SourceFingerprint>,
+    /// The target to bind the journal to when the sink writes
+    /// (`postgres://host:port/database`).
+    pub bind_target: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -78,6 +81,7 @@ impl Default for EngineSettings {
             options: Vec::new(),
             run_id: None,
             bind: None,
+            bind_target: None,
         }
     }
 }
@@ -159,10 +163,7 @@ impl<S: Source> Engine<S> {
             ..Summary::default()
         };
         let preflight = match self.preflight(mode).await {
-            Ok(()) => match &self.settings.bind {
-                Some(source) => self.journal.bind_source(source).map_err(Error::from),
-                None => Ok(()),
-            },
+            Ok(()) => self.bind(sink.writes()),
             Err(error) => Err(error),
         };
         if let Err(error) = preflight {
@@ -216,6 +217,20 @@ impl<S: Source> Engine<S> {
             report.error.get_or_insert(end.into());
         }
         report
+    }
+
+    /// Binds the journal to its source, and to its target when the sink
+    /// writes: a refused run binds nothing.
+    fn bind(&self, writes: bool) -> Result<()> {
+        if let Some(source) = &self.settings.bind {
+            self.journal.bind_source(source)?;
+        }
+        match &self.settings.bind_target {
+            Some(target) if writes => self.journal.bind_target(target)?,
+            Some(target) => self.journal.check_target(target)?,
+            None => {}
+        }
+        Ok(())
     }
 
     /// Checks that need no run: an empty source is refused unless allowed.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
 use crate::index::{self, Counts};
-use crate::layout::META_SOURCE;
+use crate::layout::{META_SOURCE, META_TARGET};
 use crate::store::{self, Meta, FORMAT_VERSION};
 use crate::{Error, Result};
 
@@ -319,6 +319,39 @@ impl Journal {
     /// The source the journal was planned from, once bound.
     pub fn source(&self) -> Option<SourceFingerprint> {
         self.inner().source.clone()
+    }
+
+    /// Binds the journal to a source on first use; afterwards the same source
+    /// is required.
+    /// The target database this journal applies to, once bound
+    /// (`postgres://host:port/database`).
+    pub fn target(&self) -> Result<Option<String>> {
+        self.db
+            .get(META_TARGET)?
+            .map(|bytes| decode_as::<String>(|| "target".into(), &bytes))
+            .transpose()
+    }
+
+    /// Refuses a target other than the one the journal applied to.
+    pub fn check_target(&self, target: &str) -> Result<()> {
+        match self.target()? {
+            Some(bound) if bound != target => Err(Error::TargetMismatch {
+                journal: bound,
+                requested: target.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Binds the journal to the target it applies to on first use;
+    /// afterwards the same target is required.
+    pub fn bind_target(&self, target: &str) -> Result<()> {
+        self.check_target(target)?;
+        if self.target()?.is_none() {
+            self.db.insert(META_TARGET, encode_as("target", &target)?)?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Binds the journal to a source on first use; afterwards the same source

@@ -42,6 +42,7 @@ pub(crate) const META_FORMAT: &[u8] = b"Mformat";
 pub(crate) const META_ID: &[u8] = b"Mid";
 pub(crate) const META_MAPPING: &[u8] = b"Mmapping";
 pub(crate) const META_SOURCE: &[u8] = b"Msource";
+pub(crate) const META_TARGET: &[u8] = b"Mtarget";
 pub(crate) const META_CURSOR: &[u8] = b"Mcursor";
 pub(crate) const META_HEAD: &[u8] = b"Mhead";
 pub(crate) const META_PASS: &[u8] = b"Mpass";
@@ -52,6 +53,7 @@ const _: () = assert!(
         && META_ID[0] == META
         && META_MAPPING[0] == META
         && META_SOURCE[0] == META
+        && META_TARGET[0] == META
         && META_CURSOR[0] == META
         && META_HEAD[0] == META
         && META_PASS[0] == META

@@ -100,7 +100,7 @@ impl Error {
             | Self::NotAJournal { .. }
             | Self::EntryTooLarge { .. }
             | Self::Io { .. } => ErrorKind::Configuration,
-            Self::SourceMismatch { .. } => ErrorKind::Refused,
+            Self::SourceMismatch { .. } | Self::TargetMismatch { .. } => ErrorKind::Refused,
             // A journal that cannot be written (disk full, I/O) stops the run;
             // what it holds is intact, so the run resumes once that is fixed.
             Self::Storage { .. } => ErrorKind::Resumable,
@@ -242,6 +242,16 @@ pub enum Error {
         journal: SourceFingerprint,
         /// The source of this run.
         requested: SourceFingerprint,
+    },
+    /// The journal applied to another target database.
+    #[error(
+        "journal applied to {journal} but this command targets {requested}: one journal per target"
+    )]
+    TargetMismatch {
+        /// The journal's target.
+        journal: String,
+        /// The target of this command.
+        requested: String,
     },
     /// A run id the journal does not know.
     #[error("no run {run} in this journal")]

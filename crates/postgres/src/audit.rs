@@ -512,7 +512,12 @@ pub async fn rollback(
         ..RollbackReport::default()
     };
     let mut applied: Vec<i64> = Vec::new();
-    for key in journal.keys_in_state(State::Applied, None) {
+    // Drifted keys are applied keys whose source changed since: their rows
+    // in the target are still this journal's (as of the current event).
+    let written = journal
+        .keys_in_state(State::Applied, None)
+        .chain(journal.keys_in_state(State::Drifted, None));
+    for key in written {
         let key = key?;
         if let Some(run) = only_run {
             let last_applied =

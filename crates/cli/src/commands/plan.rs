@@ -19,7 +19,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit> {
         journal.clone(),
         "plan",
         run,
-        Some(databases.fingerprint(&settings.table)),
+        (Some(databases.fingerprint(&settings.table)), None),
         &[("rescan", args.rescan.to_string())],
     );
     output::observe(engine.control(), cli, false);

@@ -50,7 +50,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         journal.clone(),
         "replay",
         run,
-        None,
+        (None, Some(databases.target_fingerprint())),
         &[
             ("dry-run", dry_run.to_string()),
             ("retry-failed", (!args.no_retry_failed).to_string()),

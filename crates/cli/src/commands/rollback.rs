@@ -11,13 +11,12 @@ use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
-    let target = Databases::resolve(cli)?
-        .named("rollback", None)
-        .target
-        .connect(2)
-        .await?;
-    schema::ensure_ledger(&target).await?;
+    let databases = Databases::resolve(cli)?.named("rollback", None);
     let journal = context::existing_journal(&cli.journal)?;
+    // Only the target this journal applied to.
+    journal.check_target(&databases.target_fingerprint())?;
+    let target = databases.target.connect(2).await?;
+    schema::ensure_ledger(&target).await?;
     if let Some(run) = args.run.map(RunId) {
         if journal.run(run)?.is_none() {
             anyhow::bail!("no run {run} in this journal (`backfill status` lists its runs)");

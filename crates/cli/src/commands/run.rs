@@ -20,7 +20,10 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         journal.clone(),
         "run",
         run,
-        Some(databases.fingerprint(&settings.table)),
+        (
+            Some(databases.fingerprint(&settings.table)),
+            Some(databases.target_fingerprint()),
+        ),
         &[
             ("dry-run", args.dry_run.to_string()),
             ("rescan", args.rescan.to_string()),

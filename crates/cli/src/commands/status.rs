@@ -26,6 +26,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         let value = serde_json::json!({
             "journal": { "id": journal.id(), "path": journal.path(), "format_version": journal.format_version(),
                          "mapping_version": journal.mapping_version(), "source": journal.source(),
+                         "target": journal.target()?,
                          "cursor": journal.cursor(), "pass": journal.pass(), "entries": journal.entries(),
                          "head": { "entries": journal.head().0, "hash": journal.head().1 } },
             "states": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),

@@ -8,13 +8,12 @@ use crate::settings::Databases;
 use crate::{context, Exit};
 
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
-    let target = Databases::resolve(cli)?
-        .named("journal verify", None)
-        .target
-        .connect(2)
-        .await?;
-    backfill_postgres::schema::ensure_ledger(&target).await?;
+    let databases = Databases::resolve(cli)?.named("journal verify", None);
     let journal = context::read_journal(&cli.journal)?;
+    // The target this journal applied to, and no other.
+    journal.check_target(&databases.target_fingerprint())?;
+    let target = databases.target.connect(2).await?;
+    backfill_postgres::schema::ensure_ledger(&target).await?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;
     let exit = if report.is_ok() {
         Exit::Ok

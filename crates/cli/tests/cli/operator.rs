@@ -198,3 +198,65 @@ async fn regression_a_resume_keeps_the_interrupted_runs_options() {
     }
     assert_eq!(journal.pass(), Some(backfill_journal::PassState::Exhausted));
 }
+
+#[tokio::test]
+async fn regression_replay_verify_and_rollback_refuse_another_target() {
+    // `plan` on database A, then `replay` with DATABASE_URL pointing at B
+    // wrote A's events into B.
+    let a = seeded(40).await;
+    let b = TestDb::with_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&a, dir.path()).arg("run").assert().code(1);
+    let names_both = || {
+        predicate::str::contains(format!("/{}", a.name()))
+            .and(predicate::str::contains(format!("/{}", b.name())))
+    };
+    for args in [
+        vec!["--source-url", &a.url, "--target-url", &b.url, "replay"],
+        vec!["--target-url", &b.url, "journal", "verify"],
+        vec!["--target-url", &b.url, "rollback", "--yes"],
+    ] {
+        backfill(&a, dir.path())
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(names_both());
+    }
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM metric_facts")
+        .fetch_one(&b.pool)
+        .await
+        .unwrap();
+    assert_eq!(facts, 0);
+}
+
+#[tokio::test]
+async fn regression_rollback_removes_drifted_keys_too() {
+    // Rollback reported success while a drifted key's fact and ledger row
+    // stayed.
+    let db = seeded(40).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("run").assert().code(1);
+    sqlx::raw_sql(
+        "UPDATE extracted_positions SET topic = 'changed upstream'
+          WHERE collector_result_id = (SELECT min(collector_result_id) FROM metric_facts)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    backfill(&db, dir.path())
+        .args(["--json", "plan", "--rescan"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("\"keys_drifted\": 1"));
+    backfill(&db, dir.path())
+        .args(["rollback", "--yes"])
+        .assert()
+        .success();
+    for table in ["metric_facts", "backfill.ledger"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+}
