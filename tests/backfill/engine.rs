@@ -124,7 +124,12 @@ async fn dual_written_fact_is_left_alone_unless_replace() {
         .await
         .unwrap();
     sink.finish().await.unwrap();
-    assert_eq!(outcome.keys, vec![(10, KeyOutcome::Applied)]);
+    // Written, and said to have replaced a fact (that read as no complete
+    // fact: the live writer wrote no brand_metrics row).
+    assert_eq!(
+        outcome.keys,
+        vec![(10, KeyOutcome::Replaced { previous: None })]
+    );
     let topic: Option<String> =
         sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
             .fetch_one(&h.db.pool)

@@ -233,6 +233,17 @@ impl<S: Source> Engine<S> {
         Ok(())
     }
 
+    /// The states a journal pass applies: `states`, and with
+    /// `OnConflict::Replace` the keys skipped as `existing_in_target` (a
+    /// replace asked for after the fact reaches them).
+    fn journal_states(&self, states: &[backfill_journal::State]) -> Vec<backfill_journal::State> {
+        let mut states = states.to_vec();
+        if self.settings.on_conflict == OnConflict::Replace {
+            states.push(backfill_journal::State::Skipped);
+        }
+        states
+    }
+
     /// Checks that need no run: an empty source is refused unless allowed.
     async fn preflight(&self, mode: Mode) -> Result<()> {
         if matches!(mode, Mode::Plan { .. } | Mode::Backfill { .. })
@@ -266,14 +277,9 @@ impl<S: Source> Engine<S> {
                 // run leaves everything pending: it would count its own pass
                 // twice.
                 if sink.writes() && !self.control.is_stopping() {
-                    self.journal_pass(
-                        sink,
-                        run,
-                        &[backfill_journal::State::Pending],
-                        summary,
-                        &mut attempted,
-                    )
-                    .await?;
+                    let states = self.journal_states(&[backfill_journal::State::Pending]);
+                    self.journal_pass(sink, run, &states, summary, &mut attempted)
+                        .await?;
                 }
                 Ok(())
             }
@@ -289,6 +295,7 @@ impl<S: Source> Engine<S> {
                 if retry_failed {
                     states.push(backfill_journal::State::Failed);
                 }
+                let states = self.journal_states(&states);
                 if !self.control.is_stopping() {
                     self.journal_pass(sink, run, &states, summary, &mut attempted)
                         .await?;

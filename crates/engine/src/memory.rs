@@ -275,7 +275,15 @@ impl Sink for MemorySink {
                 event.content_hash.as_bytes(),
                 on_conflict,
             ) {
-                Action::Write | Action::Replace => {
+                action @ (Action::Write | Action::Replace) => {
+                    let previous = data.facts.get(&key).map(|f| {
+                        f.rows.as_ref().and_then(|rows| {
+                            backfill_core::current_content_hash(&backfill_core::Outcome::Migrate(
+                                rows.clone(),
+                            ))
+                            .ok()
+                        })
+                    });
                     data.facts.insert(
                         key,
                         MemoryFact {
@@ -284,7 +292,14 @@ impl Sink for MemorySink {
                         },
                     );
                     outcome.tables.add(&TableCounts::of(rows));
-                    outcome.keys.push((key, KeyOutcome::Applied));
+                    let replaced_foreign = action == Action::Replace
+                        && existing.is_some_and(|e| e.ledger.is_none_or(|(j, _)| j != journal));
+                    outcome.keys.push(match previous {
+                        Some(previous) if replaced_foreign => {
+                            (key, KeyOutcome::Replaced { previous })
+                        }
+                        _ => (key, KeyOutcome::Applied),
+                    });
                 }
                 Action::AlreadyApplied => outcome.keys.push((key, KeyOutcome::AlreadyApplied)),
                 Action::ExistingInTarget => {

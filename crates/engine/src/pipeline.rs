@@ -77,6 +77,7 @@ fn plan_batch(
     dirs: &Directories,
     batch: SourceBatch,
     run: RunId,
+    replace: bool,
 ) -> Result<Planned> {
     let mut summary = Summary {
         source_rows: u64::try_from(batch.rows).unwrap_or(u64::MAX),
@@ -94,11 +95,14 @@ fn plan_batch(
             Decision::Plan => record_plan(event, &mut records, &mut events, &mut summary),
             Decision::Unchanged => {
                 summary.keys_unchanged += 1;
-                if matches!(
-                    status.map(|s| s.state),
-                    Some(State::Pending | State::Failed)
-                ) {
-                    events.push(event);
+                let conflict = status
+                    .as_ref()
+                    .is_some_and(|s| s.reason == Some(Reason::ExistingInTarget));
+                match status.map(|s| s.state) {
+                    Some(State::Pending | State::Failed) => events.push(event),
+                    // A replace asked for after the fact.
+                    Some(State::Skipped) if replace && conflict => events.push(event),
+                    _ => {}
                 }
             }
             Decision::Drift => {
@@ -126,6 +130,9 @@ struct Stage<S> {
     control: RunControl,
     /// Cancelled by a stop, or by the pass itself after an error.
     token: CancellationToken,
+    /// `OnConflict::Replace`: unchanged keys skipped as a live writer's are
+    /// applied again.
+    replace: bool,
 }
 
 impl<S> Clone for Stage<S> {
@@ -135,6 +142,7 @@ impl<S> Clone for Stage<S> {
             journal: self.journal.clone(),
             control: self.control.clone(),
             token: self.token.clone(),
+            replace: self.replace,
         }
     }
 }
@@ -196,6 +204,7 @@ async fn plan_stage<S: Source>(
         journal,
         control,
         token,
+        replace,
     } = stage;
     loop {
         let batch = tokio::select! {
@@ -209,7 +218,7 @@ async fn plan_stage<S: Source>(
         }
         let journal = journal.clone();
         let (planned, back) = blocking(move || {
-            let planned = plan_batch(&journal, &dirs, batch, run)?;
+            let planned = plan_batch(&journal, &dirs, batch, run, replace)?;
             Ok((planned, dirs))
         })
         .await?;
@@ -250,6 +259,7 @@ impl<S: Source> Engine<S> {
             journal: self.journal.clone(),
             control: self.control.clone(),
             token: token.clone(),
+            replace: self.settings.on_conflict == OnConflict::Replace,
         };
         let after = if rescan { None } else { self.journal.cursor() };
         let (read_tx, read_rx) = mpsc::channel::<SourceBatch>(1);
@@ -338,6 +348,14 @@ impl<S: Source> Engine<S> {
                         break;
                     }
                     if attempted.failed.contains(&key) {
+                        continue;
+                    }
+                    // Of the skipped keys, only a live writer's conflicts
+                    // are applied again (with a replace).
+                    if *state == State::Skipped
+                        && self.journal.status(key)?.and_then(|s| s.reason)
+                            != Some(Reason::ExistingInTarget)
+                    {
                         continue;
                     }
                     keys.push(key);
@@ -475,7 +493,7 @@ impl<S: Source> Engine<S> {
         let (mut applied, mut failed) = (0u64, 0u64);
         for (key, outcome) in &outcome.keys {
             let result = match outcome {
-                KeyOutcome::Applied => KeyResult::Applied,
+                KeyOutcome::Applied | KeyOutcome::Replaced { .. } => KeyResult::Applied,
                 KeyOutcome::AlreadyApplied => KeyResult::AlreadyApplied,
                 KeyOutcome::ExistingInTarget => KeyResult::Skipped(Reason::ExistingInTarget),
                 KeyOutcome::Failed(error) => {
@@ -495,12 +513,22 @@ impl<S: Source> Engine<S> {
             if !sink.writes() {
                 continue;
             }
+            if let KeyOutcome::Replaced { previous } = outcome {
+                records.record(
+                    *key,
+                    Record::Replaced {
+                        previous_hash: *previous,
+                    },
+                );
+            }
             let record = match outcome {
-                KeyOutcome::Applied | KeyOutcome::AlreadyApplied => Record::Applied {
-                    run,
-                    batch: batch_no,
-                    content_hash: hashes[key],
-                },
+                KeyOutcome::Applied | KeyOutcome::AlreadyApplied | KeyOutcome::Replaced { .. } => {
+                    Record::Applied {
+                        run,
+                        batch: batch_no,
+                        content_hash: hashes[key],
+                    }
+                }
                 KeyOutcome::ExistingInTarget => Record::Skipped {
                     reason: Reason::ExistingInTarget,
                 },

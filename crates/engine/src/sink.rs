@@ -47,6 +47,12 @@ pub enum KeyOutcome {
     /// previous run committed it but the journal did not hear): nothing
     /// written.
     AlreadyApplied,
+    /// Written now, after deleting a fact that was not this journal's
+    /// (`OnConflict::Replace`); the hash of what was deleted.
+    Replaced {
+        /// The content hash of the deleted rows, if they read as a fact.
+        previous: Option<backfill_core::Digest>,
+    },
     /// A fact that is not ours is there; left alone.
     ExistingInTarget,
     /// The target refused this key; its error.

@@ -56,6 +56,14 @@ pub enum Record {
         /// The run that rolled it back.
         run: RunId,
     },
+    /// A fact that was not this journal's (the live writer's) was deleted to
+    /// write this key (`--on-conflict replace`); always followed by the
+    /// key's `Applied` in the same commit.
+    Replaced {
+        /// The content hash of the rows that were deleted, as they read
+        /// (`None` if they did not read as a complete fact).
+        previous_hash: Option<Digest>,
+    },
 }
 
 impl Record {
@@ -69,6 +77,7 @@ impl Record {
             Self::Failed { .. } => "failed",
             Self::Drifted { .. } => "drifted",
             Self::RolledBack { .. } => "rolled_back",
+            Self::Replaced { .. } => "replaced",
         }
     }
 }
@@ -328,6 +337,12 @@ pub fn fold(
             next.drifted_source_hash = Some(*new_source_hash);
         }
         Record::RolledBack { .. } => next.state = State::RolledBack,
+        // A fact of someone else's deleted: the key's own state does not
+        // change (its Applied follows), but its reason and error stay.
+        Record::Replaced { .. } => {
+            next.reason = previous.reason;
+            next.error = previous.error.clone();
+        }
     }
     Ok(next)
 }

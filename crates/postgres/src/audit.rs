@@ -96,7 +96,10 @@ fn metrics(
 
 /// Reads the target rows of `keys` back (five set-based queries) and
 /// rebuilds them in canonical form. Keys without a fact are absent.
-pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadBack>> {
+pub async fn read_back(
+    conn: &mut sqlx::PgConnection,
+    keys: &[i64],
+) -> Result<HashMap<i64, ReadBack>> {
     let sql = format!(
         "SELECT id, collector_result_id, brand_id, customer_id, query_id, collector_type, topic, {}, metadata::text, {}
            FROM metric_facts WHERE collector_result_id = ANY($1)",
@@ -105,7 +108,7 @@ pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadB
     );
     let facts = sqlx::query(&sql)
         .bind(keys)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("reading metric_facts back"))?;
     let mut by_fact: HashMap<i64, (i64, Fact)> = HashMap::new();
@@ -136,7 +139,7 @@ pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadB
                 first_position, has_presence FROM brand_metrics WHERE metric_fact_id = ANY($1)",
     )
     .bind(&fact_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("reading brand_metrics back"))?
     {
@@ -149,7 +152,7 @@ pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadB
                 negative_sentences::text FROM brand_sentiment WHERE metric_fact_id = ANY($1)",
     )
     .bind(&fact_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("reading brand_sentiment back"))?
     {
@@ -163,7 +166,7 @@ pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadB
                 product_mentions, first_position, has_presence FROM competitor_metrics WHERE metric_fact_id = ANY($1)",
     )
     .bind(&fact_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("reading competitor_metrics back"))?
     {
@@ -182,7 +185,7 @@ pub async fn read_back(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, ReadB
                 negative_sentences::text FROM competitor_sentiment WHERE metric_fact_id = ANY($1)",
     )
     .bind(&fact_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("reading competitor_sentiment back"))?
     {
@@ -418,7 +421,13 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
             .take(batch_size.max(1))
             .collect::<std::result::Result<_, _>>()?;
         let Some(&last) = keys.last() else { break };
-        let target = read_back(pool, &keys).await?;
+        let target = {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(db("connecting to read the target back"))?;
+            read_back(&mut conn, &keys).await?
+        };
         let ledger_rows = ledger(pool, &keys).await?;
         for key in &keys {
             report.keys_checked += 1;
@@ -536,7 +545,13 @@ pub async fn rollback(
         applied.push(key);
     }
     for keys in applied.chunks(batch_size.max(1)) {
-        let target = read_back(pool, keys).await?;
+        let target = {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(db("connecting to read the target back"))?;
+            read_back(&mut conn, keys).await?
+        };
         let ledger_rows = ledger(pool, keys).await?;
         let mut delete: Vec<i64> = Vec::new();
         let mut gone: Vec<i64> = Vec::new();

@@ -194,7 +194,38 @@ impl PostgresSink {
                 Action::ExistingInTarget => outcome.keys.push((key, KeyOutcome::ExistingInTarget)),
             }
         }
+        // What a replace deletes is journaled by its hash: read it first.
+        let mut replaced: HashMap<i64, Option<backfill_core::Digest>> = HashMap::new();
         if !to_replace.is_empty() {
+            let ours: Vec<i64> = to_replace
+                .iter()
+                .copied()
+                .filter(|k| {
+                    existing
+                        .get(k)
+                        .and_then(|e| e.ledger)
+                        .is_none_or(|(journal, _)| journal != self.journal_id)
+                })
+                .collect();
+            let read = crate::audit::read_back(&mut tx, &ours)
+                .await
+                .map_err(|e| match e {
+                    Error::Database { source, .. } | Error::ConnectionLost { source, .. } => {
+                        Attempt::Db(source)
+                    }
+                    other => Attempt::Lock(other),
+                })?;
+            for key in ours {
+                let hash = read.get(&key).and_then(|r| {
+                    r.rows.as_ref().and_then(|rows| {
+                        backfill_core::current_content_hash(&backfill_core::Outcome::Migrate(
+                            rows.clone(),
+                        ))
+                        .ok()
+                    })
+                });
+                replaced.insert(key, hash);
+            }
             sqlx::query("DELETE FROM metric_facts WHERE collector_result_id = ANY($1)")
                 .bind(&to_replace)
                 .execute(&mut *tx)
@@ -206,7 +237,15 @@ impl PostgresSink {
         for event in &to_write {
             let key = event.collector_result_id;
             if written.contains(&key) {
-                outcome.keys.push((key, KeyOutcome::Applied));
+                outcome.keys.push(match replaced.get(&key) {
+                    Some(previous) => (
+                        key,
+                        KeyOutcome::Replaced {
+                            previous: *previous,
+                        },
+                    ),
+                    None => (key, KeyOutcome::Applied),
+                });
                 if let Some(rows) = event.target_rows() {
                     outcome.tables.add(&TableCounts::of(rows));
                 }

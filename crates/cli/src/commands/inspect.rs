@@ -49,6 +49,7 @@ fn record_view(seq: u64, at: i64, run: Option<backfill_journal::RunId>, record: 
         }
         Record::Drifted { new_source_hash } => v["new_source_hash"] = json!(new_source_hash),
         Record::RolledBack { .. } => {}
+        Record::Replaced { previous_hash } => v["previous_hash"] = json!(previous_hash),
     }
     v
 }

@@ -260,3 +260,58 @@ async fn regression_rollback_removes_drifted_keys_too() {
         assert_eq!(n, 0, "{table}");
     }
 }
+
+#[tokio::test]
+async fn regression_on_conflict_replace_after_the_fact_reaches_skipped_keys_and_journals_what_it_replaced(
+) {
+    // Once keys ended skipped:existing_in_target, `run`, `replay` and `run
+    // --rescan` with --on-conflict replace wrote 0 rows.
+    let db = seeded(40).await;
+    sqlx::raw_sql(
+        "WITH f AS (
+           INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, topic, collected_at)
+           SELECT collector_result_id, brand_id, brand_id, query_id, collector_type, 'live writer', processed_at
+             FROM extracted_positions WHERE collector_result_id = 10 AND competitor_name IS NULL
+            ORDER BY processed_at DESC LIMIT 1
+           RETURNING id)
+         INSERT INTO brand_metrics (metric_fact_id, total_mentions, product_mentions, has_presence)
+         SELECT id, 1, 1, true FROM f",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("run").assert().code(1);
+    let topic = || async {
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        t
+    };
+    assert_eq!(topic().await.as_deref(), Some("live writer"));
+    backfill(&db, dir.path())
+        .args(["replay", "--on-conflict", "replace"])
+        .assert()
+        .code(1);
+    assert_ne!(topic().await.as_deref(), Some("live writer"), "replaced");
+    let out = backfill(&db, dir.path())
+        .args(["--json", "journal", "inspect", "--collector-result", "10"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["state"], "applied");
+    let replaced: Vec<&serde_json::Value> = json["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["record"] == "replaced")
+        .collect();
+    assert_eq!(replaced.len(), 1, "{json}");
+    assert!(replaced[0]["previous_hash"].is_string(), "{json}");
+    backfill(&db, dir.path())
+        .args(["journal", "verify"])
+        .assert()
+        .success();
+}

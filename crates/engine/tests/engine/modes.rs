@@ -292,3 +292,28 @@ async fn the_memory_source_plans_what_the_core_plans_from_the_groups_own_directo
         );
     }
 }
+
+#[tokio::test]
+async fn regression_a_replace_asked_for_after_the_fact_reaches_the_skipped_keys() {
+    // Once keys ended skipped:existing_in_target, later runs and replays
+    // with --on-conflict replace wrote nothing.
+    let w = World::new(10);
+    let sink = w.sink();
+    sink.insert_foreign(4);
+    w.engine(10).execute(BACKFILL, &mut sink.clone()).await;
+    assert_eq!(w.journal.status(4).unwrap().unwrap().state, State::Skipped);
+    let replace = EngineSettings {
+        on_conflict: backfill_engine::OnConflict::Replace,
+        ..EngineSettings::default()
+    };
+    let report = w
+        .engine_with(10, replace)
+        .execute(REPLAY, &mut sink.clone())
+        .await;
+    assert_eq!(report.summary.of(KeyResult::Applied), 1);
+    assert_eq!(w.journal.status(4).unwrap().unwrap().state, State::Applied);
+    assert_eq!(target(&sink)[&4], w.expected_hash(4));
+    let history = w.journal.history(4).unwrap();
+    let kinds: Vec<&str> = history.iter().map(|l| l.record.kind()).collect();
+    assert_eq!(kinds, ["planned", "skipped", "replaced", "applied"]);
+}
