@@ -44,7 +44,8 @@ pub enum Command {
         #[command(subcommand)]
         action: SchemaCommand,
     },
-    /// Seed a scratch database (backfill_demo) and run the backfill on it.
+    /// DROPS and recreates the database backfill_demo on the server, seeds
+    /// it and runs the backfill on it (the --journal directory is replaced).
     Demo(DemoArgs),
     /// Add synthetic source rows to the source database (demos, benchmarks).
     Seed(SeedArgs),
@@ -83,6 +84,9 @@ pub struct InspectArgs {
     /// One key: its state, history, hashes, target rows and notes.
     #[arg(long)]
     pub collector_result: Option<i64>,
+    /// One run: its command, options, how it ended and what it did.
+    #[arg(long, conflicts_with = "collector_result")]
+    pub run: Option<uuid::Uuid>,
     /// List keys in this state (pending, applied, skipped, rejected, failed, drifted, rolled_back).
     #[arg(long)]
     pub state: Option<String>,

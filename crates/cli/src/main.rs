@@ -41,6 +41,16 @@ pub fn print_error(err: &anyhow::Error) {
     }
 }
 
+/// `backfill` with this journal's `--journal`, when it is not the default:
+/// the commands printed as next steps work as printed.
+pub fn backfill_command(cli: &args::Cli) -> String {
+    if cli.journal == std::path::Path::new(args::DEFAULT_JOURNAL) {
+        "backfill".to_owned()
+    } else {
+        format!("backfill --journal {}", cli.journal.display())
+    }
+}
+
 /// The command that resumes work on this journal.
 pub fn resume_command(cli: &args::Cli, dry_run: bool) -> String {
     let mut command = "backfill".to_owned();

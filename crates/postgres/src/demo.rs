@@ -8,7 +8,9 @@ use sqlx::PgPool;
 
 use crate::{db, Result};
 
-/// The seeding SQL; `$1` is the number of collector results.
+/// The seeding SQL; `$1` is the number of collector results, `$2` the last
+/// key already there (0 in an empty database): a second seed adds keys after
+/// the first's instead of duplicating them.
 pub const SEED_SQL: &[&str] = &[
     // 50 brands (every tenth without a customer), 8 competitors each; every
     // fifth brand has "Acme" twice (exact duplicates: smallest id wins) and
@@ -40,7 +42,7 @@ pub const SEED_SQL: &[&str] = &[
      SELECT r, md5('brand' || (1 + r % 50))::uuid,
             (ARRAY['chatgpt','perplexity','gemini'])[1 + r % 3],
             timestamptz '2025-01-01 00:00:00+00' + r * interval '37 seconds'
-       FROM generate_series(1, $1::int8) r
+       FROM generate_series($2::int8 + 1, $2::int8 + $1::int8) r
       WHERE r % 97 <> 0
      ON CONFLICT DO NOTHING",
     // Brand rows: none for every 89th key (no_brand_row); a second, older
@@ -69,15 +71,15 @@ pub const SEED_SQL: &[&str] = &[
             '[]'::jsonb,
             timestamptz '2025-01-01 00:00:00+00' + r * interval '37 seconds' + interval '5 minutes',
             jsonb_build_object('model', 'gpt-4o', 'run', r % 100)
-       FROM generate_series(1, $1::int8) r
+       FROM generate_series($2::int8 + 1, $2::int8 + $1::int8) r
       WHERE r % 89 <> 0",
     "INSERT INTO extracted_positions (collector_result_id, brand_id, customer_id, query_id, collector_type,
         competitor_name, visibility_index, has_brand_presence, topic, processed_at)
      SELECT r, md5('brand' || (1 + r % 50))::uuid, md5('customer' || ((1 + r % 50) % 7))::uuid,
             md5('query' || (1 + r % 50) || '/' || (1 + r % 20))::uuid, 'chatgpt', NULL, 1.0, false, 'older',
             timestamptz '2025-01-01 00:00:00+00' + r * interval '37 seconds'
-       FROM generate_series(13, $1::int8, 13) r
-      WHERE r % 89 <> 0",
+       FROM generate_series($2::int8 + 1, $2::int8 + $1::int8) r
+      WHERE r % 13 = 0 AND r % 89 <> 0",
     // Five competitor rows per key; names vary in case and spacing; every
     // 31st key names an unknown competitor and every 5th brand's keys use
     // the ambiguous 'BETA CORP'; every 23rd key repeats a competitor (latest wins).
@@ -102,19 +104,29 @@ pub const SEED_SQL: &[&str] = &[
             CASE WHEN (r + c) % 13 = 0 THEN NULL ELSE (((r + c) % 100) + 1)::numeric END,
             CASE WHEN (r + c) % 3 = 0 THEN NULL ELSE '[\"mentioned\"]'::jsonb END,
             timestamptz '2025-01-01 00:00:00+00' + r * interval '37 seconds' + c * interval '1 second'
-       FROM generate_series(1, $1::int8) r, generate_series(1, 5) c
+       FROM generate_series($2::int8 + 1, $2::int8 + $1::int8) r, generate_series(1, 5) c
       UNION ALL
      SELECT r, md5('brand' || (1 + r % 50))::uuid, NULL, md5('query' || (1 + r % 50) || '/' || (1 + r % 20))::uuid,
             'chatgpt', 'Delta', ARRAY[9], 1, 12.5, 3.0, 0, false, NULL, NULL, NULL,
             timestamptz '2025-01-01 00:00:00+00' + r * interval '37 seconds' - interval '1 hour'
-       FROM generate_series(23, $1::int8, 23) r",
+       FROM generate_series($2::int8 + 1, $2::int8 + $1::int8) r
+      WHERE r % 23 = 0",
 ];
 
-/// Seeds `results` collector results (about six source rows each).
-pub async fn seed(pool: &PgPool, results: i64) -> Result<()> {
+/// Seeds `results` collector results (about six source rows each) after the
+/// keys already there; returns the keys seeded (first, last).
+pub async fn seed(pool: &PgPool, results: i64) -> Result<(i64, i64)> {
+    let last: i64 = sqlx::query_scalar(
+        "SELECT greatest((SELECT max(collector_result_id) FROM extracted_positions),
+                         (SELECT max(id) FROM collector_results), 0)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db("finding the last seeded key"))?;
     for sql in SEED_SQL {
         sqlx::query(sql)
             .bind(results)
+            .bind(last)
             .execute(pool)
             .await
             .map_err(db("seeding demo data"))?;
@@ -123,5 +135,5 @@ pub async fn seed(pool: &PgPool, results: i64) -> Result<()> {
         .execute(pool)
         .await
         .map_err(db("analyzing demo data"))?;
-    Ok(())
+    Ok((last + 1, last + results))
 }

@@ -14,9 +14,10 @@ use crate::{context, Exit};
 
 pub fn run(cli: &Cli, args: &InspectArgs) -> Result<Exit> {
     let journal = context::read_journal(&cli.journal)?;
-    let value = match args.collector_result {
-        Some(key) => key_view(&journal, key)?,
-        None => overview(&journal, args)?,
+    let value = match (args.collector_result, args.run) {
+        (Some(key), _) => key_view(&journal, key)?,
+        (None, Some(run)) => run_view(&journal, backfill_journal::RunId(run))?,
+        (None, None) => overview(&journal, args)?,
     };
     if cli.json {
         out!("{}", serde_json::to_string_pretty(&value)?)?;
@@ -60,6 +61,18 @@ fn outcome_name(outcome: &backfill_core::Outcome) -> String {
         backfill_core::Outcome::Skip(r) => format!("skip:{}", r.code()),
         backfill_core::Outcome::Reject(r) => format!("reject:{}", r.code()),
     }
+}
+
+fn run_view(journal: &Journal, id: backfill_journal::RunId) -> Result<Value> {
+    let Some(run) = journal.run(id)? else {
+        bail!("no run {id} in this journal (`backfill status` lists its runs)");
+    };
+    Ok(json!({
+        "id": run.id, "command": run.command, "options": run.options,
+        "started_at_us": run.started_at.micros(), "ended_at_us": run.ended_at.map(|t| t.micros()),
+        "end": run.end,
+        "counts": run.counts.iter().cloned().collect::<BTreeMap<String, u64>>(),
+    }))
 }
 
 fn key_view(journal: &Journal, key: i64) -> Result<Value> {

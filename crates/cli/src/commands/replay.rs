@@ -79,14 +79,15 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     } else {
         None
     };
+    let b = crate::backfill_command(cli);
     let next = if dry_run {
-        "backfill replay (without --dry-run)"
+        format!("{b} run (writes; a dry run's resume stays dry)")
     } else if finishes_pass {
-        "backfill status; backfill journal verify"
+        format!("{b} status; {b} journal verify")
     } else {
-        "backfill refresh, then backfill status"
+        format!("{b} refresh, then {b} status")
     };
-    output::summary("replay", &report.summary, &journal, cli.json, next);
+    output::summary("replay", &report.summary, &journal, cli.json, &next);
     Ok(context::conclude(
         report,
         refreshed,

@@ -71,7 +71,15 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
             report.refused.len()
         )?;
         for (key, why) in &report.refused {
-            out!("  refused collector_result_id {key}: changed since written ({}); --force to remove anyway", why.join(", "))?;
+            let hint = if args.force {
+                ""
+            } else {
+                "; --force to remove anyway"
+            };
+            out!(
+                "  refused collector_result_id {key}: changed since written ({}){hint}",
+                why.join(", ")
+            )?;
         }
     }
     Ok(if report.refused.is_empty() {

@@ -47,12 +47,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     } else {
         None
     };
+    let b = crate::backfill_command(cli);
     let next = if args.dry_run {
-        "backfill run (without --dry-run)"
+        format!("{b} run (without --dry-run)")
     } else {
-        "backfill status; backfill journal verify"
+        format!("{b} status; {b} journal verify")
     };
-    output::summary("run", &report.summary, &journal, cli.json, next);
+    output::summary("run", &report.summary, &journal, cli.json, &next);
     Ok(context::conclude(
         report,
         refreshed,

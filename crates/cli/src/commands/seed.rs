@@ -13,14 +13,17 @@ pub async fn run(cli: &Cli, args: &SeedArgs) -> Result<Exit> {
         .source
         .connect(1)
         .await?;
-    demo::seed(&pool, args.results).await?;
+    let (first, last) = demo::seed(&pool, args.results).await?;
     if cli.json {
         out!(
             "{}",
-            serde_json::json!({ "command": "seed", "collector_results": args.results })
+            serde_json::json!({ "command": "seed", "collector_results": args.results, "first_key": first, "last_key": last })
         )?;
     } else if !cli.quiet {
-        out!("seeded {} collector results", args.results)?;
+        out!(
+            "seeded {} collector results (keys {first} to {last})",
+            args.results
+        )?;
     }
     Ok(Exit::Ok)
 }

@@ -315,3 +315,114 @@ async fn regression_on_conflict_replace_after_the_fact_reaches_skipped_keys_and_
         .assert()
         .success();
 }
+
+#[tokio::test]
+async fn regression_nothing_to_replay_is_said_and_dry_runs_say_would_apply() {
+    // Replay before plan exited 0 with an empty summary and "next: backfill
+    // refresh"; dry runs said "applied".
+    let db = seeded(30).await;
+    sqlx::raw_sql("CREATE TABLE archive_empty (LIKE extracted_positions)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A refused run leaves an empty journal behind.
+    backfill(&db, dir.path())
+        .args(["run", "--source-table", "archive_empty"])
+        .assert()
+        .code(2);
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to replay"));
+    let journal = dir.path().display().to_string();
+    backfill(&db, dir.path())
+        .args(["run", "--dry-run"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("would apply"))
+        .stdout(predicate::str::contains("rows written").not())
+        .stdout(predicate::str::contains(format!(
+            "backfill --journal {journal} run (without --dry-run)"
+        )));
+    backfill(&db, dir.path())
+        .args(["replay", "--dry-run"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("would apply"))
+        .stdout(predicate::str::contains("refresh").not());
+}
+
+#[tokio::test]
+async fn regression_each_run_records_what_it_did_and_the_head_is_in_the_json() {
+    // Per-run counts were whole-journal snapshots (a replay that applied 29
+    // keys showed 2,826), and `status --json` had no chain head although the
+    // auditor's guide said to keep it.
+    let db = seeded(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path()).arg("plan").assert().code(1);
+    let out = backfill(&db, dir.path())
+        .args(["--json", "replay"])
+        .output()
+        .unwrap();
+    let replay: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let applied = replay["summary"]["outcomes"]["applied"].as_u64().unwrap();
+    let status = backfill(&db, dir.path())
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let runs = status["runs"].as_array().unwrap();
+    let plan_run = runs[0]["id"].as_str().unwrap().to_owned();
+    let replay_run = runs[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[1]["command"], "replay");
+    assert!(status["journal"]["head"]["entries"].as_u64().unwrap() > 0);
+    assert_eq!(
+        status["journal"]["head"]["entries"],
+        status["journal"]["entries"]
+    );
+    assert!(status["journal"]["head"]["hash"].is_string());
+    let run_view = |id: &str| -> serde_json::Value {
+        let out = backfill(&db, dir.path())
+            .args(["--json", "journal", "inspect", "--run", id])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let replay_view = run_view(&replay_run);
+    assert_eq!(replay_view["counts"]["applied"].as_u64(), Some(applied));
+    assert_eq!(replay_view["end"], "completed");
+    assert!(
+        run_view(&plan_run)["counts"]["applied"].is_null(),
+        "the plan applied nothing"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_second_seed_adds_keys_instead_of_duplicating_them() {
+    let db = TestDb::with_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let count = || async {
+        let n: (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE collector_result_id <= 10), max(collector_result_id)
+               FROM extracted_positions",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        n
+    };
+    backfill(&db, dir.path())
+        .args(["seed", "--results", "10"])
+        .assert()
+        .success();
+    let (first_ten, _) = count().await;
+    backfill(&db, dir.path())
+        .args(["--json", "seed", "--results", "10"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"first_key\":11"))
+        .stdout(predicate::str::contains("\"last_key\":20"));
+    assert_eq!(count().await, (first_ten, 20));
+}
