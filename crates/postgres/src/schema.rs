@@ -407,6 +407,55 @@ pub async fn check_target(pool: &PgPool) -> Result<SchemaReport> {
     Ok(SchemaReport { missing })
 }
 
+/// The tables the target's foreign keys reference (they come with the
+/// source schema).
+pub const REFERENCED_TABLES: &[&str] = &[
+    "brands",
+    "brand_competitors",
+    "collector_results",
+    "generated_queries",
+];
+
+/// With source and target in separate databases, the target needs the
+/// tables its foreign keys reference, with the source's rows in them
+/// (otherwise every key fails on a foreign key). Compares row counts: a
+/// target with fewer rows than the source in one of them is named.
+pub async fn check_references(source: &PgPool, target: &PgPool) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for table in REFERENCED_TABLES {
+        let count = |pool: &PgPool| {
+            let pool = pool.clone();
+            async move {
+                let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                    .bind(*table)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(db("reading the catalog"))?;
+                if !exists {
+                    return Ok::<_, crate::Error>(None);
+                }
+                let sql = format!("SELECT count(*) FROM \"{table}\"");
+                let n: i64 = sqlx::query_scalar(&sql)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(db("counting reference rows"))?;
+                Ok(Some(n))
+            }
+        };
+        let (in_source, in_target) = (count(source).await?, count(target).await?);
+        match (in_source, in_target) {
+            (_, None) => problems.push(format!(
+                "the target has no table {table}: the target's foreign keys reference it (copy it, with its rows, from the source)"
+            )),
+            (Some(s), Some(t)) if t < s => problems.push(format!(
+                "the target's {table} has {t} rows, the source's {s}: every row the backfill's rows reference must be in the target, or those keys fail on a foreign key (copy {table} from the source first)"
+            )),
+            _ => {}
+        }
+    }
+    Ok(problems)
+}
+
 /// Which contract tables to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchemaParts {

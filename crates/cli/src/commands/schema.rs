@@ -11,28 +11,38 @@ use crate::Exit;
 pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
     match action {
         SchemaCommand::Check { source_table } => {
-            let (source, target) = Databases::resolve(cli)?
-                .named("schema check", None)
-                .pools()
-                .await?;
+            let databases = Databases::resolve(cli)?.named("schema check", None);
+            let (source, target) = databases.pools().await?;
             let table = SourceTable::parse(source_table);
             let mut missing = schema::check_source(&source, &table).await?.missing;
             missing.extend(schema::check_target(&target).await?.missing);
+            let references = if databases.same() {
+                Vec::new()
+            } else {
+                schema::check_references(&source, &target).await?
+            };
             if cli.json {
                 out!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "missing": missing }))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "missing": missing, "references": references })
+                    )?
                 )?;
-            } else if missing.is_empty() {
+            } else if missing.is_empty() && references.is_empty() {
                 out!("schema ok: source table {table}, directories and target tables are present")?;
             } else {
-                out!("missing:")?;
-                for m in &missing {
-                    out!("  {m}")?;
+                if !missing.is_empty() {
+                    out!("missing:")?;
+                    for m in &missing {
+                        out!("  {m}")?;
+                    }
+                }
+                for problem in &references {
+                    out!("{problem}")?;
                 }
             }
             // Missing tables are a configuration error, as in every command.
-            Ok(if missing.is_empty() {
+            Ok(if missing.is_empty() && references.is_empty() {
                 Exit::Ok
             } else {
                 Exit::Config

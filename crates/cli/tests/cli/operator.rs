@@ -426,3 +426,28 @@ async fn regression_a_second_seed_adds_keys_instead_of_duplicating_them() {
         .stdout(predicate::str::contains("\"last_key\":20"));
     assert_eq!(count().await, (first_ten, 20));
 }
+
+#[tokio::test]
+async fn regression_schema_check_names_reference_rows_a_separate_target_lacks() {
+    // With separate source and target databases `schema check` said ok, yet
+    // every key failed: the target lacked the brands, collector_results and
+    // generated_queries rows its foreign keys need.
+    let source = seeded(20).await;
+    let target = TestDb::with_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    Command::cargo_bin("backfill")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args(["--source-url", &source.url, "--target-url", &target.url])
+        .arg("--journal")
+        .arg(dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(
+            "the target's collector_results has 0 rows",
+        ))
+        .stdout(predicate::str::contains(
+            "copy collector_results from the source first",
+        ));
+}
