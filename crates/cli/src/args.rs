@@ -10,25 +10,31 @@ pub const DEFAULT_JOURNAL: &str = "./backfill-journal";
 /// Moves extracted_positions into the metrics star schema: correctly,
 /// resumably, auditably.
 #[derive(Debug, Parser)]
-#[command(name = "backfill", version, about, long_about = None)]
+#[command(
+    name = "backfill",
+    version,
+    about,
+    long_about = None,
+    after_help = "The options above (--journal, --database-url, --json, …) go before the command:\n  backfill --journal ./bf-journal --json status"
+)]
 pub struct Cli {
     /// Postgres URL for source and target (default for both).
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Postgres URL of the source, if not --database-url.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub source_url: Option<String>,
     /// Postgres URL of the target, if not --database-url.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub target_url: Option<String>,
     /// The journal directory.
-    #[arg(long, global = true, default_value = DEFAULT_JOURNAL)]
+    #[arg(long, default_value = DEFAULT_JOURNAL)]
     pub journal: PathBuf,
     /// Machine-readable output (JSON on stdout).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
     /// No progress display.
-    #[arg(long, short, global = true)]
+    #[arg(long, short)]
     pub quiet: bool,
     /// What to do.
     #[command(subcommand)]

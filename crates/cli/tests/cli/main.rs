@@ -5,6 +5,7 @@ mod connect;
 mod damage;
 mod operator;
 mod reliability;
+mod runbook;
 
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
