@@ -214,7 +214,8 @@ impl Databases {
 
 /// What a resumed command takes over from the journal when its own flags are
 /// silent: the table the journal is bound to, and the options of the run
-/// that was interrupted (a run that did not complete).
+/// that was interrupted (a run that did not complete) or of the `plan` whose
+/// events it applies.
 #[derive(Clone, Debug, Default)]
 pub struct Inherited {
     /// The bound source table.
@@ -242,7 +243,9 @@ impl Inherited {
         let Some(last) = runs.last() else {
             return Ok(inherited);
         };
-        if last.end == Some(backfill_journal::RunEnd::Completed) {
+        // An interrupted run is resumed with its options; a completed `plan`
+        // chose the options its events are to be applied with.
+        if last.end == Some(backfill_journal::RunEnd::Completed) && last.command != "plan" {
             return Ok(inherited);
         }
         let option = |name: &str| {

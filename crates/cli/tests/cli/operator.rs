@@ -451,3 +451,30 @@ async fn regression_schema_check_names_reference_rows_a_separate_target_lacks() 
             "copy collector_results from the source first",
         ));
 }
+
+#[tokio::test]
+async fn regression_plan_on_conflict_replace_is_applied_by_the_replay() {
+    // `plan --on-conflict replace` was recorded, then ignored by `replay`.
+    let db = seeded(30).await;
+    sqlx::raw_sql(
+        "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, topic, collected_at)
+         SELECT collector_result_id, brand_id, brand_id, query_id, collector_type, 'live writer', processed_at
+           FROM extracted_positions WHERE collector_result_id = 10 AND competitor_name IS NULL
+          ORDER BY processed_at DESC LIMIT 1",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path())
+        .args(["plan", "--on-conflict", "replace"])
+        .assert()
+        .code(1);
+    backfill(&db, dir.path()).arg("replay").assert().code(1);
+    let topic: Option<String> =
+        sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_ne!(topic.as_deref(), Some("live writer"));
+}
