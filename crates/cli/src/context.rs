@@ -60,6 +60,25 @@ pub fn bind_source(journal: &Journal, databases: &Databases, table: &SourceTable
     Ok(())
 }
 
+/// Runs `mode` into the target, or into a `NullSink` for a dry run (the
+/// ledger is created first when missing).
+pub async fn execute(
+    engine: &backfill_engine::Engine<backfill_postgres::SourceReader>,
+    mode: backfill_engine::Mode,
+    dry_run: bool,
+    target: &PgPool,
+    journal: &Journal,
+    settings: &crate::settings::RunSettings,
+    quiet: bool,
+) -> Result<RunReport> {
+    if dry_run {
+        return Ok(engine.execute(mode, &mut backfill_engine::NullSink).await);
+    }
+    schema::ensure_ledger(target).await?;
+    let mut sink = settings.sink(target.clone(), journal, quiet);
+    Ok(engine.execute(mode, &mut sink).await)
+}
+
 /// Ends a command that ran the engine: prints the error that stopped it (the
 /// summary was printed already) with what to do next, and maps the outcome
 /// to the exit code.

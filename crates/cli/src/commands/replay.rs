@@ -2,7 +2,7 @@
 //! first finishes a pass over the source that did not end).
 
 use anyhow::Result;
-use backfill_engine::{Mode, NullSink, RunId};
+use backfill_engine::{Mode, RunId};
 use backfill_journal::PassState;
 use backfill_postgres::schema;
 
@@ -64,13 +64,10 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
         reapply_drifted: args.reapply_drifted,
     };
     let finishes_pass = !dry_run && journal.pass() == Some(PassState::Reading);
-    let report = if dry_run {
-        engine.execute(mode, &mut NullSink).await
-    } else {
-        schema::ensure_ledger(&target).await?;
-        let mut sink = settings.sink(target.clone(), &journal, cli.quiet);
-        engine.execute(mode, &mut sink).await
-    };
+    let report = context::execute(
+        &engine, mode, dry_run, &target, &journal, &settings, cli.quiet,
+    )
+    .await?;
     // A replay that finished a pass over the source is a backfill's end:
     // refresh the view as `run` does.
     let finished = report.error.is_none() && !report.summary.interrupted;

@@ -1,7 +1,7 @@
 //! `run [--dry-run]`: plan and apply pipelined, then refresh the view.
 
 use anyhow::Result;
-use backfill_engine::{Mode, NullSink, RunId};
+use backfill_engine::{Mode, RunId};
 use backfill_postgres::schema;
 
 use crate::args::{Cli, RunArgs};
@@ -34,13 +34,16 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     let mode = Mode::Backfill {
         rescan: args.rescan,
     };
-    let report = if args.dry_run {
-        engine.execute(mode, &mut NullSink).await
-    } else {
-        schema::ensure_ledger(&target).await?;
-        let mut sink = settings.sink(target.clone(), &journal, cli.quiet);
-        engine.execute(mode, &mut sink).await
-    };
+    let report = context::execute(
+        &engine,
+        mode,
+        args.dry_run,
+        &target,
+        &journal,
+        &settings,
+        cli.quiet,
+    )
+    .await?;
     let finished = report.error.is_none() && !report.summary.interrupted;
     let refreshed = if !args.dry_run && !args.no_refresh && finished {
         schema::refresh_view(&target).await.err().map(Into::into)

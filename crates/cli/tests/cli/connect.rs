@@ -415,7 +415,7 @@ async fn an_application_lock_is_waited_out_with_timeouts_and_retries_blocking_no
     let retried = json["summary"]["retries"]["lock_timeout"]
         .as_u64()
         .unwrap_or(0);
-    assert!(retried >= 2, "lock timeouts retried and reported: {stdout}");
+    assert!(retried >= 1, "lock timeouts retried and reported: {stdout}");
     assert_eq!(dump_target(&db.pool).await, expected);
 }
 
