@@ -79,6 +79,58 @@ async fn project_sql_creates_the_contract_columns_and_types() {
     assert_eq!(a, b);
 }
 
+/// Constraints, indexes and the view's definition, as the catalog prints them.
+async fn definitions(pool: &sqlx::PgPool) -> Vec<String> {
+    let queries = [
+        "SELECT format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+           FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+        "SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        "SELECT format('view %s %s', matviewname, pg_get_viewdef(format('%I', matviewname)::regclass))
+           FROM pg_matviews WHERE schemaname = 'public' ORDER BY 1",
+    ];
+    let mut out = Vec::new();
+    for sql in queries {
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(pool).await.unwrap();
+        out.extend(rows);
+    }
+    out
+}
+
+#[tokio::test]
+async fn project_sql_creates_the_contract_constraints_indexes_and_view() {
+    // Comparing columns only let a dropped CHECK on sentiment_label or a
+    // dropped UNIQUE (metric_fact_id, competitor_id) pass.
+    let ours = TestDb::empty().await;
+    schema::apply(&ours.pool, schema::SchemaParts::ALL)
+        .await
+        .unwrap();
+    let contract = TestDb::empty().await;
+    for file in ["source.sql", "target.sql"] {
+        sqlx::raw_sql(&shared_schema(file))
+            .execute(&contract.pool)
+            .await
+            .unwrap();
+    }
+    let (a, b) = (
+        definitions(&ours.pool).await,
+        definitions(&contract.pool).await,
+    );
+    assert!(
+        a.iter()
+            .any(|d| d.contains("CHECK") && d.contains("sentiment_label")),
+        "{a:#?}"
+    );
+    assert!(
+        a.iter()
+            .any(|d| d.contains("UNIQUE (metric_fact_id, competitor_id)")),
+        "{a:#?}"
+    );
+    assert!(a
+        .iter()
+        .any(|d| d.starts_with("view mv_brand_daily_metrics")));
+    assert_eq!(a, b);
+}
+
 #[tokio::test]
 async fn schema_check_names_missing_tables_and_columns() {
     let db = TestDb::with_schema().await;
