@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use sqlx::Connection;
+
 use backfill_engine::{
     ApplyError, Event, KeyOutcome, KeyResult, Mode, NullSink, Observer, OnConflict, RunControl,
     RunId, Sink,
@@ -380,4 +382,73 @@ async fn sink_holder(h: &Harness) -> i32 {
     .fetch_one(&h.db.pool)
     .await
     .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_fact_inserted_between_the_check_and_the_insert_is_left_to_its_writer() {
+    // The race the sink's `ON CONFLICT DO NOTHING` exists for: the live writer
+    // inserts key 10 after the batch looked it up and before the batch
+    // inserts it. Its uncommitted insert holds ours (a unique-index wait)
+    // until it commits; then ours must do nothing: no ledger row, the key
+    // journaled skipped, the writer's fact intact.
+    let h = Harness::seeded(30).await;
+    let mut writer = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    sqlx::raw_sql(
+        "BEGIN;
+         INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, topic, collected_at)
+         SELECT collector_result_id, brand_id, brand_id, query_id, collector_type, 'live writer', processed_at
+           FROM extracted_positions WHERE collector_result_id = 10 AND competitor_name IS NULL
+          ORDER BY processed_at DESC LIMIT 1",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    let engine = h.engine(batches(30));
+    let sink = h.sink().with_timeouts(backfill_postgres::Timeouts {
+        lock: std::time::Duration::from_secs(30),
+        statement: std::time::Duration::from_secs(60),
+    });
+    let run = tokio::spawn(async move {
+        let mut sink = sink;
+        engine.execute(BACKFILL, &mut sink).await
+    });
+    // Our batch checked (nothing committed for key 10), inserted, and waits
+    // on the writer's transaction.
+    let mut waited = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waited, "the batch never waited on the writer's insert");
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let summary = run.await.unwrap().into_result().unwrap();
+    assert_eq!(summary.of(KeyResult::Skipped(Reason::ExistingInTarget)), 1);
+    let status = h.journal.status(10).unwrap().unwrap();
+    assert_eq!(
+        (status.state, status.reason),
+        (State::Skipped, Some(Reason::ExistingInTarget))
+    );
+    let ledger: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM backfill.ledger WHERE collector_result_id = 10")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ledger, 0, "not ours: no ledger row");
+    let topic: Option<String> =
+        sqlx::query_scalar("SELECT topic FROM metric_facts WHERE collector_result_id = 10")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(topic.as_deref(), Some("live writer"));
+    assert!(summary.of(KeyResult::Applied) > 20, "the others committed");
 }
