@@ -452,3 +452,115 @@ async fn regression_a_fact_inserted_between_the_check_and_the_insert_is_left_to_
     assert_eq!(topic.as_deref(), Some("live writer"));
     assert!(summary.of(KeyResult::Applied) > 20, "the others committed");
 }
+
+/// Waits until a backend of this database waits on a lock; its pid.
+async fn waiting_backend(h: &Harness) -> i32 {
+    for _ in 0..200 {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' LIMIT 1",
+        )
+        .fetch_optional(&h.db.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no batch ever waited on the lock");
+}
+
+async fn terminate(h: &Harness, pid: i32) {
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_backend_is_terminated_is_retried_and_the_target_is_right() {
+    let reference = Harness::seeded(60).await;
+    reference.run(batches(20)).await;
+    let expected = dump_target(&reference.db.pool).await;
+
+    let h = Harness::seeded(60).await;
+    let mut blocker = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let engine = h.engine(batches(20));
+    let sink = h.sink().with_timeouts(backfill_postgres::Timeouts {
+        lock: std::time::Duration::from_secs(30),
+        statement: std::time::Duration::from_secs(60),
+    });
+    let run = tokio::spawn(async move {
+        let mut sink = sink;
+        engine.execute(BACKFILL, &mut sink).await
+    });
+    // The batch's backend dies mid-transaction.
+    let pid = waiting_backend(&h).await;
+    terminate(&h, pid).await;
+    // The retry waits on the lock again, on a new connection.
+    let again = waiting_backend(&h).await;
+    assert_ne!(again, pid);
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let summary = run.await.unwrap().into_result().unwrap();
+    assert!(summary.retries["connection"] >= 1, "{:?}", summary.retries);
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+    h.journal.verify_index().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_consistent() {
+    let reference = Harness::seeded(40).await;
+    reference.run(batches(20)).await;
+    let expected = dump_target(&reference.db.pool).await;
+
+    let h = Harness::seeded(40).await;
+    let mut blocker = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let engine = h.engine(batches(20));
+    let sink = h
+        .sink()
+        .with_retries(1)
+        .with_timeouts(backfill_postgres::Timeouts {
+            lock: std::time::Duration::from_secs(30),
+            statement: std::time::Duration::from_secs(60),
+        });
+    let run = tokio::spawn(async move {
+        let mut sink = sink;
+        engine.execute(BACKFILL, &mut sink).await
+    });
+    let first = waiting_backend(&h).await;
+    terminate(&h, first).await;
+    let second = waiting_backend(&h).await;
+    terminate(&h, second).await;
+    let report = run.await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let error = report.error.expect("past the retries the run stops");
+    assert_eq!(error.kind(), backfill_engine::ErrorKind::Resumable);
+    assert!(
+        report.summary.did_work(),
+        "planned keys are recorded: exit 3"
+    );
+    h.journal.verify_chain().unwrap();
+    h.journal.verify_index().unwrap();
+    assert_eq!(h.journal.count(State::Applied), 0);
+    assert_eq!(count(&h.db.pool, "backfill.ledger").await, 0);
+    // The resume gives the rows of an uninterrupted run.
+    h.execute(batches(20), REPLAY).await;
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+}
