@@ -1,12 +1,15 @@
-//! Crash test: a child process appends batches and is killed with SIGKILL at
-//! random moments; every reopen must hold every batch reported flushed,
-//! nothing half-written, and a valid chain.
+//! Crash test: a child process appends batches and is killed with SIGKILL
+//! inside a commit (it announces each commit; the kill follows after a random
+//! delay shorter than a measured commit); every reopen must hold every batch
+//! reported flushed, the batch in flight wholly or not at all, and a valid
+//! chain. The test counts the kills that landed inside a commit and requires
+//! most of them to.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backfill_journal::{Batch, Journal, Record, State};
 use rand::Rng;
@@ -49,6 +52,7 @@ fn crash_child() {
             }
         }
         batch.cursor((b + 1) * PER_BATCH - 1);
+        println!("committing {b}");
         journal.commit(batch).unwrap();
         println!("flushed {b}");
         b += 1;
@@ -61,6 +65,7 @@ fn sigkill_at_random_moments() {
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
     let mut kills_with_progress = 0;
+    let mut kills_inside_commit = 0;
     let mut reported_max: Option<i64> = None;
     for round in 0..22 {
         let mut child = Command::new(&exe)
@@ -78,28 +83,73 @@ fn sigkill_at_random_moments() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // (flushed?, batch, when the line arrived)
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(b) = line.strip_prefix("flushed ") {
-                    let _ = tx.send(b.trim().parse::<i64>().unwrap());
-                }
+                let event = if let Some(b) = line.strip_prefix("flushed ") {
+                    (true, b.trim().parse::<i64>().unwrap())
+                } else if let Some(b) = line.strip_prefix("committing ") {
+                    (false, b.trim().parse::<i64>().unwrap())
+                } else {
+                    continue;
+                };
+                let _ = tx.send((event.0, event.1, Instant::now()));
             }
         });
-        // Let it flush a random number of batches, then kill it at a random
-        // moment inside the next ones.
+        // Let it flush a random number of batches, measuring how long a
+        // commit takes; then kill it a random moment into the next commit,
+        // shorter than the shortest commit seen.
         let mut flushed: Vec<i64> = Vec::new();
+        let mut started: Option<Instant> = None;
+        let mut shortest = Duration::MAX;
         let wanted = rng.gen_range(1..4);
         while flushed.len() < wanted {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(b) => flushed.push(b),
+                Ok((false, _, at)) => started = Some(at),
+                Ok((true, b, at)) => {
+                    flushed.push(b);
+                    if let Some(start) = started.take() {
+                        shortest = shortest.min(at - start);
+                    }
+                }
                 Err(_) => break,
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..20_000)));
+        let mut last_event_is_commit_start = false;
+        while let Ok((is_flush, b, _)) = rx.recv_timeout(Duration::from_secs(30)) {
+            if is_flush {
+                flushed.push(b);
+                continue;
+            }
+            // No commit measured: 5 ms, below any commit of 200 records
+            // seen here; never more than 50 ms.
+            let measured = if shortest == Duration::MAX {
+                Duration::from_millis(5)
+            } else {
+                shortest
+            };
+            let bound = u64::try_from(measured.as_micros())
+                .unwrap_or(50_000)
+                .clamp(2, 50_000);
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..bound / 2)));
+            last_event_is_commit_start = true;
+            break;
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        flushed.extend(rx.try_iter());
+        for (is_flush, b, _) in rx.try_iter() {
+            if is_flush {
+                flushed.push(b);
+            }
+            last_event_is_commit_start = !is_flush;
+        }
+        // The kill landed inside that commit: the child announced it and
+        // never said it returned.
+        if last_event_is_commit_start {
+            kills_inside_commit += 1;
+        }
+        eprintln!("round {round}: killed inside a commit: {last_event_is_commit_start}");
         if let Some(&last) = flushed.last() {
             kills_with_progress += 1;
             reported_max = Some(reported_max.map_or(last, |m: i64| m.max(last)));
@@ -149,4 +199,12 @@ fn sigkill_at_random_moments() {
         kills_with_progress >= 20,
         "only {kills_with_progress} rounds were killed mid-run"
     );
+    // Regression: kills landed 0-20 ms after a "flushed" line, while building
+    // the next batch took ~40 ms: none landed inside a commit, so "whole batch
+    // or nothing" was never exercised.
+    assert!(
+        kills_inside_commit >= 11,
+        "only {kills_inside_commit} of 22 kills landed inside a commit"
+    );
+    eprintln!("{kills_inside_commit} of 22 kills landed inside a commit");
 }
