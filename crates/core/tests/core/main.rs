@@ -3,3 +3,4 @@
 mod encoding;
 mod properties;
 mod rules;
+mod table;
