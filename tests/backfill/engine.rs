@@ -404,10 +404,7 @@ async fn regression_a_fact_inserted_between_the_check_and_the_insert_is_left_to_
     .await
     .unwrap();
     let engine = h.engine(batches(30));
-    let sink = h.sink().with_timeouts(backfill_postgres::Timeouts {
-        lock: std::time::Duration::from_secs(30),
-        statement: std::time::Duration::from_secs(60),
-    });
+    let sink = h.patient_sink();
     let run = tokio::spawn(async move {
         let mut sink = sink;
         engine.execute(BACKFILL, &mut sink).await
@@ -453,6 +450,17 @@ async fn regression_a_fact_inserted_between_the_check_and_the_insert_is_left_to_
     assert!(summary.of(KeyResult::Applied) > 20, "the others committed");
 }
 
+/// A session holding ACCESS EXCLUSIVE on competitor_metrics until it rolls
+/// back: every batch waits on it.
+async fn hold_competitor_metrics(h: &Harness) -> sqlx::PgConnection {
+    let mut blocker = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 /// Waits until a backend of this database waits on a lock; its pid.
 async fn waiting_backend(h: &Harness) -> i32 {
     for _ in 0..200 {
@@ -487,16 +495,9 @@ async fn a_batch_whose_backend_is_terminated_is_retried_and_the_target_is_right(
     let expected = dump_target(&reference.db.pool).await;
 
     let h = Harness::seeded(60).await;
-    let mut blocker = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_competitor_metrics(&h).await;
     let engine = h.engine(batches(20));
-    let sink = h.sink().with_timeouts(backfill_postgres::Timeouts {
-        lock: std::time::Duration::from_secs(30),
-        statement: std::time::Duration::from_secs(60),
-    });
+    let sink = h.patient_sink();
     let run = tokio::spawn(async move {
         let mut sink = sink;
         engine.execute(BACKFILL, &mut sink).await
@@ -524,19 +525,9 @@ async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_con
     let expected = dump_target(&reference.db.pool).await;
 
     let h = Harness::seeded(40).await;
-    let mut blocker = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE competitor_metrics IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_competitor_metrics(&h).await;
     let engine = h.engine(batches(20));
-    let sink = h
-        .sink()
-        .with_retries(1)
-        .with_timeouts(backfill_postgres::Timeouts {
-            lock: std::time::Duration::from_secs(30),
-            statement: std::time::Duration::from_secs(60),
-        });
+    let sink = h.patient_sink().with_retries(1);
     let run = tokio::spawn(async move {
         let mut sink = sink;
         engine.execute(BACKFILL, &mut sink).await

@@ -69,6 +69,14 @@ impl Harness {
         PostgresSink::new(self.db.pool.clone(), self.journal.id())
     }
 
+    /// A sink that waits up to 30 s for a lock: for tests that hold one.
+    pub fn patient_sink(&self) -> PostgresSink {
+        self.sink().with_timeouts(backfill_postgres::Timeouts {
+            lock: std::time::Duration::from_secs(30),
+            statement: std::time::Duration::from_secs(60),
+        })
+    }
+
     /// Runs `mode` into the target; panics on an error.
     pub async fn execute(&self, opts: Opts, mode: Mode) -> Summary {
         let report = self.engine(opts).execute(mode, &mut self.sink()).await;
