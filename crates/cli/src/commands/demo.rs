@@ -42,7 +42,9 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         args.results
     )?;
     demo::seed(&pool, args.results).await?;
-    if cli.journal.exists() {
+    // Only a journal is replaced: any other directory is refused by
+    // `open_journal` below, naming what it holds.
+    if cli.journal.join(backfill_journal::MARKER).is_file() {
         std::fs::remove_dir_all(&cli.journal)
             .with_context(|| format!("removing the old demo journal {}", cli.journal.display()))?;
     }

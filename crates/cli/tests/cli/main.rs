@@ -4,6 +4,7 @@
 mod connect;
 mod damage;
 mod operator;
+mod options;
 mod reliability;
 mod runbook;
 

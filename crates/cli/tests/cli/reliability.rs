@@ -270,7 +270,7 @@ async fn regression_a_refresh_failure_after_a_complete_run_exits_3_saying_what_w
 }
 
 /// A source without rejected keys: the seed's rejected keys removed.
-async fn clean_source(results: i64) -> TestDb {
+pub(crate) async fn clean_source(results: i64) -> TestDb {
     let db = seeded(results).await;
     let probe = tempfile::tempdir().unwrap();
     backfill(&db, probe.path()).arg("plan").assert().code(1);
