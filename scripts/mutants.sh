@@ -26,9 +26,10 @@ case "$part" in
   sink)
     . scripts/pg.sh
     ensure_postgres
-    # The sink is exercised by the Postgres engine tests of the root package.
+    # The sink is exercised by the Postgres engine tests of the root package
+    # (tests/backfill); the whole workspace is selected, that one test binary run.
     exec cargo mutants --package backfill-postgres --file sink.rs \
-      --test-package backfill-suite --all-features --timeout 300 \
+      --test-workspace=true --all-features --timeout 300 \
       --cargo-test-arg=--test --cargo-test-arg=backfill \
       --output "target/mutants-sink" "$@"
     ;;

@@ -1,5 +1,6 @@
 //! The core's rules and invariants, tested without any database.
 
+mod diff;
 mod encoding;
 mod properties;
 mod rules;

@@ -151,10 +151,14 @@ proptest! {
         }
     }
 
+    // (Was "no two competitors share an id", which a BTreeMap in the code
+    // under test guaranteed: it could not fail. Issue 13.)
     #[test]
-    fn no_two_competitors_share_an_id(group in arb_group()) {
+    fn the_competitor_rows_are_the_resolved_competitors_once_each_in_id_order(group in arb_group()) {
         if let Some(rows) = planned(&group).target_rows() {
-            prop_assert!(rows.competitors.windows(2).all(|w| w[0].competitor_id < w[1].competitor_id));
+            let ids: Vec<Uuid> = rows.competitors.iter().map(|c| c.competitor_id).collect();
+            let expected: Vec<Uuid> = expected_winners(&group, rows.fact.brand_id).into_keys().collect();
+            prop_assert_eq!(ids, expected);
         }
     }
 

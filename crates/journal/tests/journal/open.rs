@@ -11,7 +11,13 @@ fn a_second_open_of_a_held_journal_fails_at_once_naming_the_path() {
     let _held = Journal::open(dir.path()).unwrap();
     let started = std::time::Instant::now();
     let err = Journal::open(dir.path()).unwrap_err();
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // journal.md promises the refusal within a second (the lock is retried
+    // for half a second; measured here: 525 ms).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         matches!(&err, Error::Locked { path } if path == dir.path()),
         "{err:?}"
@@ -84,7 +90,11 @@ fn a_sled_database_that_is_not_a_journal_is_damaged() {
 fn garbage_files_are_an_error_never_a_panic() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    drop(Journal::open(dir.path()).unwrap());
+    {
+        let journal = Journal::open(dir.path()).unwrap();
+        let run = journal.start_run("plan", vec![]).unwrap();
+        journal.end_run(run, RunEnd::Completed, vec![]).unwrap();
+    }
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
@@ -96,8 +106,20 @@ fn garbage_files_are_an_error_never_a_panic() {
     let result = result.expect("open must not panic");
     if let Ok(journal) = result {
         // sled may discard an unreadable tail; then the journal must still be
-        // self-consistent or say it is not.
-        let _ = journal.verify_chain();
+        // self-consistent or say it is not: a chain that verifies holds no
+        // more than was written (two run records), and its index agrees.
+        let checked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal.verify_chain()))
+                .expect("verify_chain must not panic");
+        match checked {
+            Ok(chain) => {
+                assert!(chain.entries <= 2, "{chain:?}");
+                journal
+                    .verify_index()
+                    .expect("a verified chain has a matching index");
+            }
+            Err(err) => assert!(!err.to_string().is_empty()),
+        }
     }
 }
 
