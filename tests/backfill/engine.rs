@@ -527,7 +527,15 @@ async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_con
     let h = Harness::seeded(40).await;
     let mut blocker = hold_competitor_metrics(&h).await;
     let engine = h.engine(batches(20));
-    let sink = h.patient_sink().with_retries(1);
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&notices);
+    let sink = h.patient_sink().with_retries(1).on_retry(Arc::new(
+        move |cause: &str, attempt, of, wait| {
+            seen.lock()
+                .unwrap()
+                .push((cause.to_owned(), attempt, of, wait));
+        },
+    ));
     let run = tokio::spawn(async move {
         let mut sink = sink;
         engine.execute(BACKFILL, &mut sink).await
@@ -543,6 +551,23 @@ async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_con
         .unwrap();
     let error = report.error.expect("past the retries the run stops");
     assert_eq!(error.kind(), backfill_engine::ErrorKind::Resumable);
+    // Named as a lost connection (not as a lock or timeout), after one
+    // retry announced with its backoff (400 ms for the first).
+    assert!(
+        error
+            .to_string()
+            .contains("lost the database connection while applying a batch (2 attempts)"),
+        "{error}"
+    );
+    assert_eq!(
+        *notices.lock().unwrap(),
+        vec![(
+            "connection".to_owned(),
+            1,
+            1,
+            std::time::Duration::from_millis(400)
+        )]
+    );
     assert!(
         report.summary.did_work(),
         "planned keys are recorded: exit 3"
@@ -554,4 +579,77 @@ async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_con
     // The resume gives the rows of an uninterrupted run.
     h.execute(batches(20), REPLAY).await;
     assert_eq!(dump_target(&h.db.pool).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_another_journals_fact_names_its_hash_and_rewriting_our_own_is_applied() {
+    // Mutation survivors of the sink (issue 13): the read-back of what a
+    // replace deletes covered our own earlier rows instead of others'.
+    let h = Harness::seeded(30).await;
+    h.run(batches(30)).await;
+    let (theirs, ours) = (10, 11);
+    for key in [theirs, ours] {
+        assert_eq!(
+            h.journal.status(key).unwrap().unwrap().state,
+            State::Applied
+        );
+    }
+    // Key 10 now reads as written by another journal; key 11 as an earlier
+    // version of ours.
+    sqlx::query(
+        "UPDATE backfill.ledger SET journal_id = gen_random_uuid() WHERE collector_result_id = $1",
+    )
+    .bind(theirs)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE backfill.ledger SET content_hash = decode(repeat('00', 32), 'hex') WHERE collector_result_id = $1")
+        .bind(ours)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let a = h.journal.event(theirs).unwrap().unwrap();
+    let b = h.journal.event(ours).unwrap().unwrap();
+    let mut sink = h.sink();
+    let debug = format!("{sink:?}");
+    assert!(
+        debug.starts_with("PostgresSink") && debug.contains(&h.journal.id().0.to_string()),
+        "{debug}"
+    );
+    let outcome = sink
+        .apply(RunId::NIL, &[&a, &b], OnConflict::Replace)
+        .await
+        .unwrap();
+    sink.finish().await.unwrap();
+    let mut keys = outcome.keys.clone();
+    keys.sort_by_key(|(k, _)| *k);
+    assert_eq!(
+        keys,
+        vec![
+            // The deleted rows were identical to ours: their hash is ours.
+            (
+                theirs,
+                KeyOutcome::Replaced {
+                    previous: Some(a.content_hash)
+                }
+            ),
+            (ours, KeyOutcome::Applied),
+        ]
+    );
+    let ledger: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT collector_result_id, content_hash FROM backfill.ledger
+          WHERE collector_result_id = ANY($1) AND journal_id = $2 ORDER BY 1",
+    )
+    .bind(vec![theirs, ours])
+    .bind(h.journal.id().0)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger,
+        vec![
+            (theirs, a.content_hash.as_bytes().to_vec()),
+            (ours, b.content_hash.as_bytes().to_vec())
+        ]
+    );
 }
