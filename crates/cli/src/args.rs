@@ -51,7 +51,7 @@ pub enum Command {
         action: SchemaCommand,
     },
     /// DROPS and recreates the database backfill_demo on the server, seeds
-    /// it and runs the backfill on it (the --journal directory is replaced).
+    /// it and runs the backfill on it (a journal at --journal is replaced).
     Demo(DemoArgs),
     /// Add synthetic source rows to the source database (demos, benchmarks).
     Seed(SeedArgs),
