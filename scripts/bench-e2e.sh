@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 
 psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
 
-printf '%-10s %-12s %10s %12s %10s %12s %8s %11s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "journal MB" "tool peak RSS"
+printf '%-10s %-12s %10s %12s %10s %12s %8s %11s %9s %8s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "journal MB" "verify s" "run/ver" "tool peak RSS (verify's)"
 for n in "${sizes[@]}"; do
   for db in backfill_bench_sql backfill_bench_tool; do
     psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
@@ -45,12 +45,18 @@ for n in "${sizes[@]}"; do
   if [ "${code:-0}" -gt 1 ]; then cat "$work/summary" "$work/time" >&2; exit 1; fi
   read -r tool_s rss_kb < <(tail -n 1 "$work/time")
   journal_mb=$(du -sm "$work/journal" | cut -f1)
+  # The auditor's check of what the run wrote (DESIGN §6: at least 3x faster).
+  /usr/bin/time -f '%e %M' -o "$work/verify-time" \
+    env DATABASE_URL="$base/backfill_bench_tool" "$bin" --quiet --journal "$work/journal" \
+    journal verify > "$work/verify" || { cat "$work/verify" >&2; exit 1; }
+  read -r verify_s verify_rss_kb < <(tail -n 1 "$work/verify-time")
 
   a=$(psql -X -At "$base/backfill_bench_sql" -f benches/dump.sql)
   b=$(psql -X -At "$base/backfill_bench_tool" -f benches/dump.sql)
   same=$([ "$a" = "$b" ] && echo "same target rows" || echo "TARGETS DIFFER")
   awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$tool_s" -v rss="$rss_kb" -v same="$same" -v jmb="$journal_mb" \
-    'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f %11d  %d MB (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, jmb, rss / 1024, same }'
+    -v v="$verify_s" -v vrss="$verify_rss_kb" \
+    'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f %11d %9.2f %8.2f  %d MB (%d MB) (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, jmb, v, t / v, rss / 1024, vrss / 1024, same }'
   if [ "$a" != "$b" ]; then
     echo "reference:"; echo "$a"; echo "tool:"; echo "$b"
   fi

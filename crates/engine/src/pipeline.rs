@@ -87,10 +87,12 @@ fn plan_batch(
     let last_key = batch.last_key();
     let mut records = Batch::for_run(run);
     let mut events = Vec::with_capacity(batch.groups.len());
+    let keys: Vec<i64> = batch.groups.iter().map(|(key, _)| *key).collect();
+    let mut statuses = journal.statuses(&keys)?;
     for (key, rows) in batch.groups {
         let event = plan(key, &rows, dirs)?;
         summary.notes_of(&event.notes);
-        let status = journal.status(key)?;
+        let status = statuses.remove(&key);
         match decide(status.as_ref(), &event) {
             Decision::Plan => record_plan(event, &mut records, &mut events, &mut summary),
             Decision::Unchanged => {
@@ -364,12 +366,8 @@ impl<S: Source> Engine<S> {
                     }
                 }
                 let Some(&last) = keys.last() else { break };
-                let mut events = Vec::with_capacity(keys.len());
-                for key in keys {
-                    if let Some(event) = self.journal.event(key)? {
-                        events.push(event);
-                    }
-                }
+                let mut found = self.journal.events(&keys)?;
+                let events: Vec<_> = keys.iter().filter_map(|key| found.remove(key)).collect();
                 batch_no += 1;
                 self.apply_batch(
                     sink,

@@ -155,6 +155,28 @@ impl Journal {
         self.load_status(key)
     }
 
+    /// The folded states of several keys (absent keys are left out). Why not
+    /// [`Journal::status`] in a loop: each call decodes the key's whole page
+    /// of statuses, so a batch of consecutive keys would decode each page
+    /// once per key; here each page is decoded once.
+    pub fn statuses(&self, keys: &[i64]) -> Result<HashMap<i64, KeyStatus>> {
+        let mut by_page: BTreeMap<i64, Vec<(i64, u8)>> = BTreeMap::new();
+        for &key in keys {
+            let (page, offset) = page_of(key);
+            by_page.entry(page).or_default().push((key, offset));
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        for (page, members) in by_page {
+            let mut loaded = self.load_page(page)?;
+            for (key, offset) in members {
+                if let Some(status) = loaded.remove(&offset) {
+                    out.insert(key, status);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Keys by (state, reason), maintained with the index: O(1).
     pub fn counts(&self) -> BTreeMap<(State, Option<Reason>), u64> {
         let mut counts = self.inner().counts.clone();

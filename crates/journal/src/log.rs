@@ -281,6 +281,36 @@ impl Journal {
         }
     }
 
+    /// The current events of several keys (keys without one are left out),
+    /// each status page decoded once and the log read in position order (see
+    /// [`Journal::statuses`]).
+    pub fn events(&self, keys: &[i64]) -> Result<std::collections::HashMap<i64, MigrationEvent>> {
+        let statuses = self.statuses(keys)?;
+        let mut by_seq: Vec<(u64, i64)> = statuses
+            .iter()
+            .map(|(key, status)| (status.event_seq, *key))
+            .collect();
+        by_seq.sort_unstable();
+        let mut out = std::collections::HashMap::with_capacity(by_seq.len());
+        for (seq, key) in by_seq {
+            match self.entry(seq)?.map(|e| e.body) {
+                Some(Body::Key {
+                    record: Record::Planned { event },
+                    ..
+                }) => {
+                    out.insert(key, event);
+                }
+                _ => {
+                    return Err(Error::IndexMismatch {
+                        key,
+                        problem: format!("log entry {seq} is not its Planned record"),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every record of a key, oldest first, with position, time and run.
     pub fn history(&self, key: i64) -> Result<Vec<Logged>> {
         let Some(status) = self.load_status(key)? else {

@@ -429,9 +429,10 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
             read_back(&mut conn, &keys).await?
         };
         let ledger_rows = ledger(pool, &keys).await?;
+        let events = journal.events(&keys)?;
         for key in &keys {
             report.keys_checked += 1;
-            let Some(event) = journal.event(*key)? else {
+            let Some(event) = events.get(key) else {
                 continue;
             };
             let Some(rows) = event.target_rows() else {
@@ -462,13 +463,16 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
     .fetch_all(pool)
     .await
     .map_err(db("reading backfill.ledger"))?;
-    for key in ours {
-        let state = journal.status(key)?.map(|s| s.state);
-        if state != Some(State::Applied) {
-            report.findings.push(Finding::UnknownLedgerRow {
-                collector_result_id: key,
-                journal_state: state.map(|s| s.to_string()),
-            });
+    for chunk in ours.chunks(batch_size.max(1)) {
+        let statuses = journal.statuses(chunk)?;
+        for key in chunk {
+            let state = statuses.get(key).map(|s| s.state);
+            if state != Some(State::Applied) {
+                report.findings.push(Finding::UnknownLedgerRow {
+                    collector_result_id: *key,
+                    journal_state: state.map(|s| s.to_string()),
+                });
+            }
         }
     }
     report.findings.sort_by_key(Finding::key);
@@ -555,8 +559,9 @@ pub async fn rollback(
         let ledger_rows = ledger(pool, keys).await?;
         let mut delete: Vec<i64> = Vec::new();
         let mut gone: Vec<i64> = Vec::new();
+        let events = journal.events(keys)?;
         for key in keys {
-            let Some(event) = journal.event(*key)? else {
+            let Some(event) = events.get(key) else {
                 continue;
             };
             let Some(rows) = event.target_rows() else {

@@ -210,6 +210,30 @@ fn check(
             }
         }
     }
+    // The batch lookups (two pages: -1 and 0) agree with the model.
+    let keys: Vec<i64> = (-3i64..6).collect();
+    let statuses = journal.statuses(&keys).unwrap();
+    let events = journal.events(&keys).unwrap();
+    let known: std::collections::BTreeSet<i64> =
+        model.keys().copied().filter(|k| keys.contains(k)).collect();
+    prop_assert_eq!(
+        &statuses
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        &known
+    );
+    prop_assert_eq!(
+        &events
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        &known
+    );
+    for key in &known {
+        prop_assert_eq!(statuses[key].state, model[key].state);
+        prop_assert_eq!(events[key].content_hash, model[key].content_hash);
+    }
     let mut expected_counts: BTreeMap<(State, Option<String>), u64> = BTreeMap::new();
     for m in model.values() {
         *expected_counts
