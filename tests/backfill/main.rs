@@ -4,4 +4,5 @@ mod audit;
 mod contract;
 mod engine;
 mod golden;
+mod initial;
 mod support;

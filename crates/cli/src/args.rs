@@ -234,6 +234,12 @@ pub struct RunArgs {
     /// Do not refresh mv_brand_daily_metrics afterwards.
     #[arg(long)]
     pub no_refresh: bool,
+    /// Load into empty target tables with their foreign keys and unique
+    /// constraints deferred (recorded, dropped, re-created and validated at
+    /// the end; restored by any later command after a crash). No other
+    /// session may write the five tables meanwhile.
+    #[arg(long, conflicts_with_all = ["dry_run", "rescan"])]
+    pub initial_load: bool,
 }
 
 /// `demo`.

@@ -62,6 +62,7 @@ pub fn bind_source(journal: &Journal, databases: &Databases, table: &SourceTable
 
 /// Runs `mode` into the target, or into a `NullSink` for a dry run (the
 /// ledger is created first when missing).
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     engine: &backfill_engine::Engine<backfill_postgres::SourceReader>,
     mode: backfill_engine::Mode,
@@ -70,13 +71,38 @@ pub async fn execute(
     journal: &Journal,
     settings: &crate::settings::RunSettings,
     quiet: bool,
+    initial_load: bool,
 ) -> Result<RunReport> {
     if dry_run {
         return Ok(engine.execute(mode, &mut backfill_engine::NullSink).await);
     }
     schema::ensure_ledger(target).await?;
     let mut sink = settings.sink(target.clone(), journal, quiet);
+    if initial_load {
+        sink = sink.initial_load();
+    }
     Ok(engine.execute(mode, &mut sink).await)
+}
+
+/// Before anything else against a target: re-creates the constraints an
+/// interrupted `run --initial-load` deferred (DESIGN §10), and says so.
+pub async fn restore_deferred(target: &PgPool) -> Result<()> {
+    use backfill_postgres::initial::{restore, Restored};
+    match restore(target, false).await? {
+        Restored::Nothing => {}
+        Restored::LoadRunning => eprintln!(
+            "note: an initial load is running on this target: its foreign keys and unique constraints are absent until it ends"
+        ),
+        Restored::Constraints(list) => eprintln!(
+            "restored {} constraint(s) deferred by an interrupted initial load: {}",
+            list.len(),
+            list.iter()
+                .map(|d| format!("{}.{}", d.table, d.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    Ok(())
 }
 
 /// Ends a command that ran the engine: prints the error that stopped it (the

@@ -182,6 +182,7 @@ impl Databases {
         } else {
             self.target.connect(4).await?
         };
+        crate::context::restore_deferred(&target).await?;
         Ok((source, target))
     }
 

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod demo;
+pub mod initial;
 pub mod lock;
 pub mod schema;
 pub mod sink;
@@ -57,6 +58,23 @@ pub enum Error {
     LockLost {
         /// The advisory lock key.
         key: i64,
+    },
+    /// `run --initial-load` needs empty target tables.
+    #[error("--initial-load needs empty target tables, and {table} has rows: run without --initial-load (the online path), or empty the five target tables first")]
+    TargetNotEmpty {
+        /// The first table found with rows.
+        table: String,
+    },
+    /// A constraint deferred by an initial load could not be re-created.
+    #[error("re-creating constraint {name} on {table} (deferred by an initial load) failed: fix the rows it names, then run any backfill command against this target again")]
+    RestoreConstraint {
+        /// The table.
+        table: String,
+        /// The constraint.
+        name: String,
+        /// The database's refusal.
+        #[source]
+        source: sqlx::Error,
     },
     /// A source value that the core cannot read.
     #[error("{table}.{column} = {value:?} on row id {row_id} cannot be read")]
@@ -132,7 +150,9 @@ impl Error {
                 ErrorKind::Configuration
             }
             Self::TargetLocked { .. } | Self::LockLost { .. } => ErrorKind::Refused,
-            Self::TransactionPooler { .. } => ErrorKind::Configuration,
+            Self::TransactionPooler { .. }
+            | Self::TargetNotEmpty { .. }
+            | Self::RestoreConstraint { .. } => ErrorKind::Configuration,
             Self::RetriesExhausted { .. } => ErrorKind::Resumable,
             Self::Database { source, .. } => match fault(source) {
                 Fault::Connection | Fault::Transient => ErrorKind::Resumable,

@@ -71,6 +71,7 @@ pub struct PostgresSink {
     timeouts: Timeouts,
     lock: Option<TargetLock>,
     on_retry: Option<RetryNotice>,
+    initial_load: bool,
 }
 
 /// Told before a batch is retried: (cause, attempt, of attempts, wait).
@@ -97,7 +98,16 @@ impl PostgresSink {
             timeouts: Timeouts::default(),
             lock: None,
             on_retry: None,
+            initial_load: false,
         }
+    }
+
+    /// Loads into empty tables with their constraints deferred (DESIGN §10,
+    /// [`crate::initial`]): `begin` refuses unless the tables are empty,
+    /// records and drops the constraints; `finish` re-creates them.
+    pub fn initial_load(mut self) -> Self {
+        self.initial_load = true;
+        self
     }
 
     /// Holds the lock of `scope` instead of the whole target's.
@@ -148,22 +158,34 @@ impl PostgresSink {
         on_conflict: OnConflict,
     ) -> std::result::Result<ApplyOutcome, Attempt> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)")
-            .bind(millis(self.timeouts.lock))
-            .bind(millis(self.timeouts.statement))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true),
+                    set_config('backfill.initial_load', $3, true)",
+        )
+        .bind(millis(self.timeouts.lock))
+        .bind(millis(self.timeouts.statement))
+        .bind(if self.initial_load { "on" } else { "off" })
+        .execute(&mut *tx)
+        .await?;
         let keys: Vec<i64> = events.iter().map(|e| e.collector_result_id).collect();
-        let existing: Vec<ExistingRow> = sqlx::query_as(
+        // During an initial load only this journal writes the (guarded,
+        // initially empty) tables, and its facts have ledger rows in the
+        // same transactions: the ledger alone says which exist, without a
+        // look-up on metric_facts, whose unique index is absent.
+        let existing_sql = if self.initial_load {
+            "SELECT l.collector_result_id, true, l.journal_id, l.content_hash
+               FROM backfill.ledger l WHERE l.collector_result_id = ANY($1)"
+        } else {
             "SELECT k.id, mf.id IS NOT NULL, l.journal_id, l.content_hash
                FROM unnest($1::int8[]) AS k(id)
                LEFT JOIN metric_facts mf ON mf.collector_result_id = k.id
                LEFT JOIN backfill.ledger l ON l.collector_result_id = k.id
-              WHERE mf.id IS NOT NULL OR l.collector_result_id IS NOT NULL",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
+              WHERE mf.id IS NOT NULL OR l.collector_result_id IS NOT NULL"
+        };
+        let existing: Vec<ExistingRow> = sqlx::query_as(existing_sql)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
         let existing: HashMap<i64, Existing> = existing
             .into_iter()
             .map(|(key, has_fact, journal, hash)| {
@@ -231,7 +253,42 @@ impl PostgresSink {
                 .execute(&mut *tx)
                 .await?;
         }
-        let written = write_rows(&mut tx, &to_write).await?;
+        if self.initial_load {
+            // The foreign keys that would refuse a key are absent: check its
+            // references set-based, so that it fails alone.
+            let facts: Vec<(i64, Uuid, Uuid)> = to_write
+                .iter()
+                .filter_map(|e| e.target_rows())
+                .map(|r| (r.fact.collector_result_id, r.fact.brand_id, r.fact.query_id))
+                .collect();
+            let competitors: Vec<(i64, Uuid)> = to_write
+                .iter()
+                .filter_map(|e| e.target_rows())
+                .flat_map(|r| {
+                    r.competitors
+                        .iter()
+                        .map(|c| (r.fact.collector_result_id, c.competitor_id))
+                })
+                .collect();
+            let missing = crate::initial::missing_references(&mut tx, &facts, &competitors).await?;
+            if !missing.is_empty() {
+                let mut why: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+                for (key, text) in missing {
+                    why.entry(key).or_default().push(text);
+                }
+                to_write.retain(|e| !why.contains_key(&e.collector_result_id));
+                for (key, texts) in why {
+                    outcome.keys.push((
+                        key,
+                        KeyOutcome::Failed(format!(
+                            "a reference is missing in the target: {}",
+                            texts.join("; ")
+                        )),
+                    ));
+                }
+            }
+        }
+        let written = write_rows(&mut tx, &to_write, !self.initial_load).await?;
         let mut ledger_keys = Vec::with_capacity(written.len());
         let mut ledger_hashes: Vec<Vec<u8>> = Vec::with_capacity(written.len());
         for event in &to_write {
@@ -286,7 +343,15 @@ impl PostgresSink {
 
 impl Sink for PostgresSink {
     async fn begin(&mut self) -> std::result::Result<(), backfill_engine::Error> {
-        self.lock().await.map_err(Into::into)
+        self.lock().await?;
+        if self.initial_load {
+            // Anything left by an earlier load first, then the emptiness
+            // check on complete tables.
+            crate::initial::restore(&self.pool, true).await?;
+            crate::initial::require_empty(&self.pool).await?;
+            crate::initial::defer(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// One transaction; lost connections and timeouts are retried with
@@ -350,8 +415,13 @@ impl Sink for PostgresSink {
     }
 
     async fn finish(&mut self) -> std::result::Result<(), backfill_engine::Error> {
+        let restored = if self.initial_load && self.lock.is_some() {
+            crate::initial::restore(&self.pool, true).await.err()
+        } else {
+            None
+        };
         self.unlock().await;
-        Ok(())
+        restored.map_or(Ok(()), |e| Err(e.into()))
     }
 
     fn writes(&self) -> bool {
@@ -387,12 +457,15 @@ fn text<T: ToString>(value: Option<T>) -> Option<String> {
 async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     events: &[&MigrationEvent],
+    live_writer_possible: bool,
 ) -> std::result::Result<std::collections::HashSet<i64>, sqlx::Error> {
     let rows: Vec<&TargetRows> = events.iter().filter_map(|e| e.target_rows()).collect();
     if rows.is_empty() {
         return Ok(Default::default());
     }
-    let facts: Vec<(i64, i64)> = sqlx::query_as(
+    // Without a live writer (initial load: guarded tables, and no unique
+    // index for ON CONFLICT to use) the insert needs no conflict clause.
+    let facts: Vec<(i64, i64)> = sqlx::query_as(if live_writer_possible {
         "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type,
                                    topic, collected_at, metadata, created_at)
          SELECT k, b, c, q, ct, t, 'epoch'::timestamptz + ca * interval '1 microsecond', m::jsonb,
@@ -400,8 +473,16 @@ async fn write_rows(
            FROM unnest($1::int8[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                        $7::int8[], $8::text[], $9::int8[]) AS u(k, b, c, q, ct, t, ca, m, cr)
          ON CONFLICT (collector_result_id) DO NOTHING
-         RETURNING collector_result_id, id",
-    )
+         RETURNING collector_result_id, id"
+    } else {
+        "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type,
+                                   topic, collected_at, metadata, created_at)
+         SELECT k, b, c, q, ct, t, 'epoch'::timestamptz + ca * interval '1 microsecond', m::jsonb,
+                'epoch'::timestamptz + cr * interval '1 microsecond'
+           FROM unnest($1::int8[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                       $7::int8[], $8::text[], $9::int8[]) AS u(k, b, c, q, ct, t, ca, m, cr)
+         RETURNING collector_result_id, id"
+    })
     .bind(rows.iter().map(|r| r.fact.collector_result_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fact.brand_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fact.customer_id).collect::<Vec<_>>())

@@ -13,6 +13,7 @@ pub async fn run(cli: &Cli) -> Result<Exit> {
         .target
         .connect(1)
         .await?;
+    crate::context::restore_deferred(&target).await?;
     let concurrent = schema::refresh_view(&target).await?;
     if cli.json {
         out!(

@@ -65,7 +65,7 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     };
     let finishes_pass = !dry_run && journal.pass() == Some(PassState::Reading);
     let report = context::execute(
-        &engine, mode, dry_run, &target, &journal, &settings, cli.quiet,
+        &engine, mode, dry_run, &target, &journal, &settings, cli.quiet, false,
     )
     .await?;
     // A replay that finished a pass over the source is a backfill's end:

@@ -16,6 +16,7 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
     // Only the target this journal applied to.
     journal.check_target(&databases.target_fingerprint())?;
     let target = databases.target.connect(2).await?;
+    context::restore_deferred(&target).await?;
     schema::ensure_ledger(&target).await?;
     if let Some(run) = args.run.map(RunId) {
         if journal.run(run)?.is_none() {

@@ -27,6 +27,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         &[
             ("dry-run", args.dry_run.to_string()),
             ("rescan", args.rescan.to_string()),
+            ("initial-load", args.initial_load.to_string()),
         ],
     );
     output::observe(engine.control(), cli, args.dry_run);
@@ -42,6 +43,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
         &journal,
         &settings,
         cli.quiet,
+        args.initial_load,
     )
     .await?;
     let finished = report.error.is_none() && !report.summary.interrupted;

@@ -13,6 +13,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     // The target this journal applied to, and no other.
     journal.check_target(&databases.target_fingerprint())?;
     let target = databases.target.connect(2).await?;
+    context::restore_deferred(&target).await?;
     backfill_postgres::schema::ensure_ledger(&target).await?;
     let report = audit::verify(&journal, &target, args.batch_size).await?;
     let exit = if report.is_ok() {

@@ -1,0 +1,183 @@
+//! `run --initial-load` (DESIGN §10) against real Postgres: the same rows as
+//! the online path, every constraint back and validated, a bad key failing
+//! alone, other writers refused while constraints are absent, and a
+//! non-empty target refused.
+
+use backfill_engine::{KeyResult, Mode};
+use backfill_journal::State;
+use backfill_postgres::initial::{self, Restored};
+use backfill_postgres::testing::dump_target;
+
+use crate::support::{batches, count, Harness};
+
+const BACKFILL: Mode = Mode::Backfill { rescan: false };
+
+/// (foreign keys and unique constraints of the five tables, all validated).
+async fn constraints(h: &Harness) -> (i64, bool) {
+    sqlx::query_as(
+        "SELECT count(*), coalesce(bool_and(convalidated), false) FROM pg_constraint
+          WHERE contype IN ('f', 'u') AND conrelid::regclass::text = ANY($1)",
+    )
+    .bind(initial::TABLES.map(str::to_owned).to_vec())
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn guards(h: &Harness) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'backfill_initial_load_guard'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constraint_validated() {
+    let online = Harness::seeded(300).await;
+    online.run(batches(40)).await;
+    let expected = dump_target(&online.db.pool).await;
+
+    let h = Harness::seeded(300).await;
+    let before = constraints(&h).await;
+    assert_eq!(
+        before,
+        (14, true),
+        "the contract's foreign keys and unique constraints"
+    );
+    let mut sink = h.sink().initial_load();
+    let summary = h
+        .engine(batches(40))
+        .execute(BACKFILL, &mut sink)
+        .await
+        .into_result()
+        .unwrap();
+    assert!(summary.of(KeyResult::Applied) > 250);
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+    assert_eq!(constraints(&h).await, before);
+    assert_eq!(guards(&h).await, 0);
+    assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
+    // Exactly once: every applied key has its ledger row.
+    assert_eq!(
+        count(&h.db.pool, "backfill.ledger").await,
+        count(&h.db.pool, "metric_facts").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_query_is_missing_fails_alone_in_the_initial_load() {
+    let h = Harness::seeded(120).await;
+    sqlx::raw_sql(
+        "UPDATE extracted_positions SET query_id = '00000000-0000-0000-0000-00000000dead' WHERE collector_result_id = 50",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let mut sink = h.sink().initial_load();
+    let summary = h
+        .engine(batches(40))
+        .execute(BACKFILL, &mut sink)
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(summary.of(KeyResult::Failed), 1);
+    let (key, error) = &summary.failures[0];
+    assert_eq!(*key, 50);
+    assert!(
+        error.contains("has no generated_queries row (metric_facts_query_id_fkey)"),
+        "{error}"
+    );
+    assert_eq!(h.journal.status(50).unwrap().unwrap().state, State::Failed);
+    let applied = summary.of(KeyResult::Applied);
+    assert!(applied > 100);
+    assert_eq!(
+        count(&h.db.pool, "metric_facts").await,
+        i64::try_from(applied).unwrap()
+    );
+    // The constraints came back validated: nothing the load wrote breaks them.
+    assert_eq!(constraints(&h).await, (14, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_constraints_are_deferred_other_writers_are_refused_until_restored() {
+    let h = Harness::seeded(20).await;
+    let deferred = initial::defer(&h.db.pool).await.unwrap();
+    assert_eq!(deferred.len(), 14);
+    assert_eq!(constraints(&h).await.0, 0);
+    assert_eq!(guards(&h).await, 5);
+    let write = "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, collected_at)
+                 SELECT collector_result_id, brand_id, brand_id, query_id, collector_type, processed_at
+                   FROM extracted_positions WHERE collector_result_id = 10 AND competitor_name IS NULL LIMIT 1";
+    let refused = sqlx::raw_sql(write).execute(&h.db.pool).await.unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("--initial-load is loading metric_facts"),
+        "{text}"
+    );
+    assert_eq!(
+        refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("55006")
+    );
+    // What any later command does first.
+    match initial::restore(&h.db.pool, false).await.unwrap() {
+        Restored::Constraints(mut list) => {
+            let key = |d: &initial::Deferred| (d.table.clone(), d.name.clone());
+            let mut expected = deferred.clone();
+            expected.sort_by_key(key);
+            list.sort_by_key(key);
+            assert_eq!(list, expected);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(guards(&h).await, 0);
+    sqlx::raw_sql(write).execute(&h.db.pool).await.unwrap();
+    assert_eq!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::Nothing
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_waits_for_a_live_load_that_holds_the_applier_lock() {
+    let h = Harness::seeded(20).await;
+    let mut sink = h.sink();
+    sink.lock().await.unwrap();
+    initial::defer(&h.db.pool).await.unwrap();
+    assert_eq!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::LoadRunning
+    );
+    assert_eq!(constraints(&h).await.0, 0);
+    sink.unlock().await;
+    assert!(matches!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::Constraints(_)
+    ));
+    assert_eq!(constraints(&h).await, (14, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
+    let h = Harness::seeded(40).await;
+    h.run(batches(40)).await;
+    sqlx::raw_sql("DELETE FROM metric_facts WHERE id NOT IN (SELECT min(id) FROM metric_facts); DELETE FROM backfill.ledger")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let mut sink = h.sink().initial_load();
+    let report = h.engine(batches(40)).execute(BACKFILL, &mut sink).await;
+    let error = report.error.expect("refused");
+    assert_eq!(error.kind(), backfill_engine::ErrorKind::Configuration);
+    assert!(
+        error.to_string().contains("metric_facts has rows"),
+        "{error}"
+    );
+    assert_eq!(constraints(&h).await, (14, true), "nothing deferred");
+    assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
+    assert_eq!(guards(&h).await, 0);
+}
