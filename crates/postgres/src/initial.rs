@@ -123,6 +123,20 @@ pub async fn constraints(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Defer
         .collect())
 }
 
+/// The constraints an initial load would defer now (for the journal's
+/// record of the run, written before they are dropped).
+pub async fn deferrable(pool: &PgPool) -> Result<Vec<Deferred>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(db("reading the target's constraints"))?;
+    let list = constraints(&mut tx).await?;
+    tx.rollback()
+        .await
+        .map_err(db("reading the target's constraints"))?;
+    Ok(list)
+}
+
 /// Records the constraints, guards the five tables and drops the
 /// constraints, in one transaction. Returns what was deferred.
 pub async fn defer(pool: &PgPool) -> Result<Vec<Deferred>> {

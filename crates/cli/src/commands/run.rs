@@ -15,6 +15,17 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
     let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
     let journal = context::open_journal(&cli.journal)?;
+    let mut options = vec![
+        ("dry-run", args.dry_run.to_string()),
+        ("rescan", args.rescan.to_string()),
+        ("initial-load", args.initial_load.to_string()),
+    ];
+    if args.initial_load {
+        // The constraints it defers are in the journal's record of the run
+        // (written before they are dropped) as well as in the target.
+        let deferred = backfill_postgres::initial::deferrable(&target).await?;
+        options.push(("deferred-constraints", serde_json::to_string(&deferred)?));
+    }
     let engine = settings.engine(
         source,
         journal.clone(),
@@ -24,11 +35,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<Exit> {
             Some(databases.fingerprint(&settings.table)),
             Some(databases.target_fingerprint()),
         ),
-        &[
-            ("dry-run", args.dry_run.to_string()),
-            ("rescan", args.rescan.to_string()),
-            ("initial-load", args.initial_load.to_string()),
-        ],
+        &options,
     );
     output::observe(engine.control(), cli, args.dry_run);
     crate::signals::install(engine.control(), cli.quiet);

@@ -3,6 +3,7 @@
 
 mod connect;
 mod damage;
+mod initial;
 mod operator;
 mod options;
 mod reliability;
