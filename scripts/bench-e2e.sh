@@ -26,7 +26,7 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
 
 printf '%-10s %-12s %10s %12s %10s %12s %8s %11s %9s %8s  %s\n' results source_rows "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "journal MB" "verify s" "run/ver" "tool peak RSS (verify's)"
 for n in "${sizes[@]}"; do
-  for db in backfill_bench_sql backfill_bench_tool; do
+  for db in backfill_bench_sql backfill_bench_tool backfill_bench_initial; do
     psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
     DATABASE_URL="$base/$db" "$bin" --quiet schema apply
     DATABASE_URL="$base/$db" "$bin" --quiet seed --results "$n"
@@ -51,16 +51,29 @@ for n in "${sizes[@]}"; do
     journal verify > "$work/verify" || { cat "$work/verify" >&2; exit 1; }
   read -r verify_s verify_rss_kb < <(tail -n 1 "$work/verify-time")
 
+  # The initial-load path (DESIGN §10) on its own copy.
+  rm -rf "$work/journal-initial"
+  /usr/bin/time -f '%e %M' -o "$work/initial-time" \
+    env DATABASE_URL="$base/backfill_bench_initial" "$bin" --quiet --journal "$work/journal-initial" \
+    run --initial-load --batch-size "${BATCH_SIZE:-2000}" --no-refresh > "$work/initial-summary" || code=$?
+  if [ "${code:-0}" -gt 1 ]; then cat "$work/initial-summary" "$work/initial-time" >&2; exit 1; fi
+  read -r initial_s initial_rss_kb < <(tail -n 1 "$work/initial-time")
+
   a=$(psql -X -At "$base/backfill_bench_sql" -f benches/dump.sql)
+  c=$(psql -X -At "$base/backfill_bench_initial" -f benches/dump.sql)
+  same_initial=$([ "$a" = "$c" ] && echo "same target rows" || echo "TARGETS DIFFER")
   b=$(psql -X -At "$base/backfill_bench_tool" -f benches/dump.sql)
   same=$([ "$a" = "$b" ] && echo "same target rows" || echo "TARGETS DIFFER")
   awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$tool_s" -v rss="$rss_kb" -v same="$same" -v jmb="$journal_mb" \
     -v v="$verify_s" -v vrss="$verify_rss_kb" \
     'BEGIN { printf "%-10s %-12s %10.2f %12.0f %10.2f %12.0f %8.2f %11d %9.2f %8.2f  %d MB (%d MB) (%s)\n", n, rows, s, rows / s, t, rows / t, t / s, jmb, v, t / v, rss / 1024, vrss / 1024, same }'
+  awk -v n="$n" -v rows="$rows" -v s="$sql_s" -v t="$initial_s" -v rss="$initial_rss_kb" -v same="$same_initial" \
+    'BEGIN { printf "%-10s %-12s %10s %12s %10.2f %12.0f %8.2f %11s %9s %8s  %d MB (%s) <- run --initial-load\n", n, rows, "", "", t, rows / t, t / s, "", "", "", rss / 1024, same }'
+  if [ "$a" != "$c" ]; then echo "initial load:"; echo "$c"; fi
   if [ "$a" != "$b" ]; then
     echo "reference:"; echo "$a"; echo "tool:"; echo "$b"
   fi
 done
-for db in backfill_bench_sql backfill_bench_tool; do
+for db in backfill_bench_sql backfill_bench_tool backfill_bench_initial; do
   psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 done
