@@ -462,12 +462,15 @@ async fn hold_competitor_metrics(h: &Harness) -> sqlx::PgConnection {
 }
 
 /// Waits until a backend of this database waits on a lock; its pid.
-async fn waiting_backend(h: &Harness) -> i32 {
+/// A backend waiting on a lock, other than `except` (a backend just
+/// terminated can still show as waiting for a moment).
+async fn waiting_backend(h: &Harness, except: i32) -> i32 {
     for _ in 0..200 {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock' LIMIT 1",
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1 LIMIT 1",
         )
+        .bind(except)
         .fetch_optional(&h.db.pool)
         .await
         .unwrap();
@@ -503,10 +506,10 @@ async fn a_batch_whose_backend_is_terminated_is_retried_and_the_target_is_right(
         engine.execute(BACKFILL, &mut sink).await
     });
     // The batch's backend dies mid-transaction.
-    let pid = waiting_backend(&h).await;
+    let pid = waiting_backend(&h, 0).await;
     terminate(&h, pid).await;
     // The retry waits on the lock again, on a new connection.
-    let again = waiting_backend(&h).await;
+    let again = waiting_backend(&h, pid).await;
     assert_ne!(again, pid);
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut blocker)
@@ -540,9 +543,9 @@ async fn a_connection_lost_past_the_retries_stops_resumable_with_the_journal_con
         let mut sink = sink;
         engine.execute(BACKFILL, &mut sink).await
     });
-    let first = waiting_backend(&h).await;
+    let first = waiting_backend(&h, 0).await;
     terminate(&h, first).await;
-    let second = waiting_backend(&h).await;
+    let second = waiting_backend(&h, first).await;
     terminate(&h, second).await;
     let report = run.await.unwrap();
     sqlx::raw_sql("ROLLBACK")
