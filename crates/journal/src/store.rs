@@ -60,6 +60,7 @@ pub(crate) fn sled_config(path: &Path, segment_size: usize) -> sled::Config {
 pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
     let mut waited = 0;
     let mut segment_size = SEGMENT_SIZE;
+    let mut cleared = false;
     loop {
         // No background flusher: every commit flushes itself.
         let opened = std::panic::catch_unwind(|| sled_config(path, segment_size).open());
@@ -69,6 +70,11 @@ pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
             // it with its own so that its format version is read and named.
             Ok(Err(err)) if stored_segment_size(&err).is_some_and(|s| s != segment_size) => {
                 segment_size = stored_segment_size(&err).unwrap_or(SEGMENT_SIZE);
+            }
+            Ok(Err(sled::Error::Corruption { .. }))
+                if !cleared && clear_unfinished_snapshots(path)? =>
+            {
+                cleared = true;
             }
             Ok(Err(err)) => match map_open_error(path, err) {
                 Error::Locked { .. } if waited < LOCK_WAIT_MS => {
@@ -85,6 +91,57 @@ pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
             }
         }
     }
+}
+
+/// Removes the snapshot files sled 0.34.7 left unfinished when its process
+/// was killed while writing one (`snap.<lsn>.generating`), if no process
+/// holds the database; says whether it removed any.
+///
+/// Why: sled writes a snapshot to `snap.<lsn>.generating`, fsyncs it and
+/// renames it to `snap.<lsn>`, removing older snapshots only after that. But
+/// when it opens a database it reads the newest `snap.*` file *including* an
+/// unfinished `.generating` one, and a torn one fails its checksum: the
+/// database cannot be opened at all (sled issues #1527, #1533; seen here after
+/// a kill -9 during `run`). Such a file is by construction not a snapshot
+/// sled finished; the previous snapshot and the log it covers are intact, so
+/// removing it loses nothing (docs/journal.md, decision 56).
+fn clear_unfinished_snapshots(path: &Path) -> Result<bool> {
+    let unfinished: Vec<PathBuf> = match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+            })
+            .collect(),
+        Err(_) => return Ok(false),
+    };
+    if unfinished.is_empty() {
+        return Ok(false);
+    }
+    // sled holds an exclusive lock (flock) on its `db` file while open: if
+    // another process has the database, leave its files alone.
+    let db_file = path.join("db");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&db_file)
+    else {
+        return Ok(false);
+    };
+    if file.try_lock().is_err() {
+        return Ok(false);
+    }
+    for snapshot in &unfinished {
+        std::fs::remove_file(snapshot).map_err(|e| Error::Io {
+            path: snapshot.clone(),
+            what: "removing sled's unfinished snapshot".into(),
+            source: e,
+        })?;
+    }
+    drop(file);
+    Ok(true)
 }
 
 /// The segment size a sled database was created with, from sled's refusal to
