@@ -130,7 +130,7 @@ fn clear_unfinished_snapshots(path: &Path) -> Result<bool> {
     else {
         return Ok(false);
     };
-    if file.try_lock().is_err() {
+    if fs2::FileExt::try_lock_exclusive(&file).is_err() {
         return Ok(false);
     }
     for snapshot in &unfinished {
