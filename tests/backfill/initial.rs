@@ -181,3 +181,70 @@ async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
     assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
     assert_eq!(guards(&h).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_stale_ledger_rows_of_an_emptied_target_do_not_hide_keys_from_the_initial_load()
+{
+    // Ledger rows left after the five tables were emptied by hand (another
+    // journal's, or this one's) made the initial load skip those keys: the
+    // run ended with their rows absent (review of issue 14).
+    let online = Harness::seeded(60).await;
+    online.run(batches(40)).await;
+    let expected = dump_target(&online.db.pool).await;
+
+    let h = Harness::seeded(60).await;
+    sqlx::raw_sql(
+        "INSERT INTO backfill.ledger (collector_result_id, content_hash, journal_id, run_id)
+         SELECT id, decode(repeat('ab', 32), 'hex'), gen_random_uuid(), gen_random_uuid()
+           FROM collector_results",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let mut sink = h.sink().initial_load();
+    let summary = h
+        .engine(batches(40))
+        .execute(BACKFILL, &mut sink)
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(
+        summary.of(KeyResult::Skipped(
+            backfill_journal::Reason::ExistingInTarget
+        )),
+        0
+    );
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+    let ours: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM backfill.ledger WHERE journal_id = $1")
+            .bind(h.journal.id().0)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ours, count(&h.db.pool, "metric_facts").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_definition_that_is_not_a_constraint_is_refused_not_executed() {
+    let h = Harness::seeded(10).await;
+    initial::defer(&h.db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE backfill.deferred_constraints
+            SET definition = 'CHECK (pg_sleep(1) IS NULL)'
+          WHERE constraint_name = 'metric_facts_query_id_fkey'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let error = initial::restore(&h.db.pool, false).await.unwrap_err();
+    assert!(
+        error.to_string().contains("metric_facts_query_id_fkey"),
+        "{error}"
+    );
+    assert_eq!(error.kind(), backfill_postgres::ErrorKind::Integrity);
+    assert_eq!(
+        initial::recorded(&h.db.pool).await.unwrap().len(),
+        14,
+        "kept"
+    );
+}

@@ -91,7 +91,7 @@ pub async fn restore_deferred(target: &PgPool) -> Result<()> {
     match restore(target, false).await? {
         Restored::Nothing => {}
         Restored::LoadRunning => eprintln!(
-            "note: an initial load is running on this target: its foreign keys and unique constraints are absent until it ends"
+            "note: constraints deferred by an initial load are absent, and another backfill holds this target's applier lock (the load itself, or another applier): they are restored when it ends, or by the next command after it"
         ),
         Restored::Constraints(list) => eprintln!(
             "restored {} constraint(s) deferred by an interrupted initial load: {}",

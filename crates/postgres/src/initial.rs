@@ -169,6 +169,21 @@ pub async fn defer(pool: &PgPool) -> Result<Vec<Deferred>> {
         .await
         .map_err(db("guarding a target table"))?;
     }
+    // Empty, checked again now that the triggers' locks (SHARE ROW
+    // EXCLUSIVE, held until commit) keep every writer out: a row committed
+    // since the first check refuses the load and rolls all this back.
+    for table in TABLES {
+        let any: bool =
+            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(table)))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("checking that the target tables are empty"))?;
+        if any {
+            return Err(Error::TargetNotEmpty {
+                table: table.to_owned(),
+            });
+        }
+    }
     // Foreign keys first: a unique constraint may be what one references.
     for d in deferred.iter().filter(|d| d.kind == "f") {
         drop_constraint(&mut tx, d).await?;
@@ -240,6 +255,12 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
         return Ok(Restored::Nothing);
     }
     let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
+    // Adding a foreign key locks the referenced table against writes while
+    // it validates: never queue without bound behind the application.
+    sqlx::query("SELECT set_config('lock_timeout', '10s', true)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("restoring constraints"))?;
     if !holding_lock {
         // Held until this transaction ends; refused while an applier (the
         // load itself) holds the target's lock.
@@ -282,6 +303,20 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db("looking up a constraint"))?;
+        // Only what `defer` records is executed: a foreign key or a unique
+        // constraint, as `pg_get_constraintdef` writes them.
+        let shape = if d.kind == "f" {
+            "FOREIGN KEY ("
+        } else {
+            "UNIQUE ("
+        };
+        if !d.definition.starts_with(shape) || d.definition.contains(';') {
+            return Err(Error::DeferredRecord {
+                table: d.table.clone(),
+                name: d.name.clone(),
+                definition: d.definition.clone(),
+            });
+        }
         if !present {
             sqlx::query(&format!(
                 "ALTER TABLE {} ADD CONSTRAINT {} {}",
@@ -323,6 +358,31 @@ pub async fn missing_references(
     facts: &[(i64, uuid::Uuid, uuid::Uuid)],
     competitors: &[(i64, uuid::Uuid)],
 ) -> std::result::Result<Vec<(i64, String)>, sqlx::Error> {
+    // The parents stay until this batch commits (what the absent foreign
+    // keys would have ensured for the length of the transaction).
+    let lock_parents = [
+        "SELECT 1 FROM brands WHERE id = ANY($1) FOR KEY SHARE",
+        "SELECT 1 FROM generated_queries WHERE id = ANY($1) FOR KEY SHARE",
+    ];
+    sqlx::query("SELECT 1 FROM collector_results WHERE id = ANY($1) FOR KEY SHARE")
+        .bind(facts.iter().map(|f| f.0).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    for (i, sql) in lock_parents.into_iter().enumerate() {
+        sqlx::query(sql)
+            .bind(
+                facts
+                    .iter()
+                    .map(|f| if i == 0 { f.1 } else { f.2 })
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("SELECT 1 FROM brand_competitors WHERE id = ANY($1) FOR KEY SHARE")
+        .bind(competitors.iter().map(|c| c.1).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     let mut out: Vec<(i64, String)> = sqlx::query_as(
         "SELECT k, concat_ws('; ',
                   CASE WHEN NOT EXISTS (SELECT 1 FROM collector_results c WHERE c.id = k)

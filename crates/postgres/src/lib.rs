@@ -76,6 +76,17 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A record of `backfill.deferred_constraints` that is not what an
+    /// initial load writes: it is not executed.
+    #[error("backfill.deferred_constraints records {name} on {table} as {definition:?}, which is not a foreign key or unique constraint as the database writes them: it was not executed; re-create the constraint by hand from ../shared/schema/target.sql and delete the record")]
+    DeferredRecord {
+        /// The table.
+        table: String,
+        /// The constraint.
+        name: String,
+        /// What is recorded.
+        definition: String,
+    },
     /// A source value that the core cannot read.
     #[error("{table}.{column} = {value:?} on row id {row_id} cannot be read")]
     InvalidSourceValue {
@@ -153,6 +164,7 @@ impl Error {
             Self::TransactionPooler { .. }
             | Self::TargetNotEmpty { .. }
             | Self::RestoreConstraint { .. } => ErrorKind::Configuration,
+            Self::DeferredRecord { .. } => ErrorKind::Integrity,
             Self::RetriesExhausted { .. } => ErrorKind::Resumable,
             Self::Database { source, .. } => match fault(source) {
                 Fault::Connection | Fault::Transient => ErrorKind::Resumable,

@@ -168,13 +168,15 @@ impl PostgresSink {
         .execute(&mut *tx)
         .await?;
         let keys: Vec<i64> = events.iter().map(|e| e.collector_result_id).collect();
-        // During an initial load only this journal writes the (guarded,
+        // During an initial load only this run writes the (guarded,
         // initially empty) tables, and its facts have ledger rows in the
-        // same transactions: the ledger alone says which exist, without a
-        // look-up on metric_facts, whose unique index is absent.
+        // same transactions: a ledger row of this run says the fact exists,
+        // without a look-up on metric_facts, whose unique index is absent.
+        // Ledger rows of earlier runs are stale (the tables were empty when
+        // the load began): they prove nothing, and are overwritten.
         let existing_sql = if self.initial_load {
             "SELECT l.collector_result_id, true, l.journal_id, l.content_hash
-               FROM backfill.ledger l WHERE l.collector_result_id = ANY($1)"
+               FROM backfill.ledger l WHERE l.collector_result_id = ANY($1) AND l.run_id = $2"
         } else {
             "SELECT k.id, mf.id IS NOT NULL, l.journal_id, l.content_hash
                FROM unnest($1::int8[]) AS k(id)
@@ -182,10 +184,11 @@ impl PostgresSink {
                LEFT JOIN backfill.ledger l ON l.collector_result_id = k.id
               WHERE mf.id IS NOT NULL OR l.collector_result_id IS NOT NULL"
         };
-        let existing: Vec<ExistingRow> = sqlx::query_as(existing_sql)
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut existing_query = sqlx::query_as(existing_sql).bind(&keys);
+        if self.initial_load {
+            existing_query = existing_query.bind(run.0);
+        }
+        let existing: Vec<ExistingRow> = existing_query.fetch_all(&mut *tx).await?;
         let existing: HashMap<i64, Existing> = existing
             .into_iter()
             .map(|(key, has_fact, journal, hash)| {
@@ -247,6 +250,24 @@ impl PostgresSink {
                     })
                 });
                 replaced.insert(key, hash);
+            }
+            if self.initial_load {
+                // The cascading foreign keys are absent: delete the children
+                // as they would.
+                for child in [
+                    "brand_metrics",
+                    "brand_sentiment",
+                    "competitor_metrics",
+                    "competitor_sentiment",
+                ] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {child} WHERE metric_fact_id IN
+                           (SELECT id FROM metric_facts WHERE collector_result_id = ANY($1))"
+                    ))
+                    .bind(&to_replace)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             sqlx::query("DELETE FROM metric_facts WHERE collector_result_id = ANY($1)")
                 .bind(&to_replace)
@@ -349,6 +370,7 @@ impl Sink for PostgresSink {
             // check on complete tables.
             crate::initial::restore(&self.pool, true).await?;
             crate::initial::require_empty(&self.pool).await?;
+            // (checked again inside, under the guards' table locks)
             crate::initial::defer(&self.pool).await?;
         }
         Ok(())
