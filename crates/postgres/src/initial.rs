@@ -140,6 +140,7 @@ pub async fn deferrable(pool: &PgPool) -> Result<Vec<Deferred>> {
 /// Records the constraints, guards the five tables and drops the
 /// constraints, in one transaction. Returns what was deferred.
 pub async fn defer(pool: &PgPool) -> Result<Vec<Deferred>> {
+    crate::schema::ensure_ledger(pool).await?;
     sqlx::raw_sql(SETUP_SQL)
         .execute(pool)
         .await

@@ -16,6 +16,7 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
             let table = SourceTable::parse(source_table);
             let mut missing = schema::check_source(&source, &table).await?.missing;
             missing.extend(schema::check_target(&target).await?.missing);
+            missing.extend(schema::check_constraints(&target).await?);
             let references = if databases.same() {
                 Vec::new()
             } else {

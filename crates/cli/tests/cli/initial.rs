@@ -130,3 +130,58 @@ async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and
         "only {inside} of {rounds} kills landed while the constraints were deferred"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_check_names_the_contract_constraints_a_target_lacks() {
+    let db = seeded(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .success();
+    // While a load holds the applier lock with its constraints deferred,
+    // nothing is restored and the check names all of them.
+    let lock =
+        backfill_postgres::TargetLock::acquire(&db.pool, backfill_postgres::LockScope::Whole)
+            .await
+            .unwrap();
+    backfill_postgres::initial::defer(&db.pool).await.unwrap();
+    let out = backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "another backfill holds this target's applier lock",
+        ));
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(stdout.matches("  constraint ").count(), 14, "{stdout}");
+    assert!(
+        stdout.contains("constraint UNIQUE (metric_fact_id, competitor_id) on competitor_metrics"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "constraint FOREIGN KEY (query_id) REFERENCES generated_queries on metric_facts"
+        ),
+        "{stdout}"
+    );
+    lock.release().await;
+    // The load is gone: the next command restores them, and the check passes.
+    backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("restored 14 constraint(s)"));
+    // One dropped by hand is named.
+    sqlx::raw_sql("ALTER TABLE brand_sentiment DROP CONSTRAINT brand_sentiment_metric_fact_id_key")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    backfill(&db, dir.path())
+        .args(["schema", "check"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(
+            "constraint UNIQUE (metric_fact_id) on brand_sentiment",
+        ));
+}
