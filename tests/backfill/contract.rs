@@ -153,6 +153,7 @@ async fn schema_check_names_missing_tables_and_columns() {
             column: Some("sentiment_score".into()),
             found_type: None,
             expected_type: None,
+            constraint: None,
         }]
     );
     let target = schema::check_target(&db.pool).await.unwrap();
@@ -163,6 +164,7 @@ async fn schema_check_names_missing_tables_and_columns() {
             column: None,
             found_type: None,
             expected_type: None,
+            constraint: None,
         }]
     );
     assert_eq!(target.missing[0].to_string(), "table competitor_sentiment");
@@ -176,6 +178,7 @@ async fn schema_check_names_missing_tables_and_columns() {
             column: None,
             found_type: None,
             expected_type: None,
+            constraint: None,
         }]
     );
 }
