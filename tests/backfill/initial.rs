@@ -12,6 +12,15 @@ use crate::support::{batches, count, Harness};
 
 const BACKFILL: Mode = Mode::Backfill { rescan: false };
 
+/// `run --initial-load` in batches of 40, which must end without error.
+async fn initial_load(h: &Harness) -> backfill_engine::Summary {
+    h.engine(batches(40))
+        .execute(BACKFILL, &mut h.sink().initial_load())
+        .await
+        .into_result()
+        .unwrap()
+}
+
 /// (foreign keys and unique constraints of the five tables, all validated).
 async fn constraints(h: &Harness) -> (i64, bool) {
     sqlx::query_as(
@@ -46,13 +55,7 @@ async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constra
         (14, true),
         "the contract's foreign keys and unique constraints"
     );
-    let mut sink = h.sink().initial_load();
-    let summary = h
-        .engine(batches(40))
-        .execute(BACKFILL, &mut sink)
-        .await
-        .into_result()
-        .unwrap();
+    let summary = initial_load(&h).await;
     assert!(summary.of(KeyResult::Applied) > 250);
     assert_eq!(dump_target(&h.db.pool).await, expected);
     assert_eq!(constraints(&h).await, before);
@@ -74,13 +77,7 @@ async fn a_key_whose_query_is_missing_fails_alone_in_the_initial_load() {
     .execute(&h.db.pool)
     .await
     .unwrap();
-    let mut sink = h.sink().initial_load();
-    let summary = h
-        .engine(batches(40))
-        .execute(BACKFILL, &mut sink)
-        .await
-        .into_result()
-        .unwrap();
+    let summary = initial_load(&h).await;
     assert_eq!(summary.of(KeyResult::Failed), 1);
     let (key, error) = &summary.failures[0];
     assert_eq!(*key, 50);
@@ -169,8 +166,10 @@ async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
         .execute(&h.db.pool)
         .await
         .unwrap();
-    let mut sink = h.sink().initial_load();
-    let report = h.engine(batches(40)).execute(BACKFILL, &mut sink).await;
+    let report = h
+        .engine(batches(40))
+        .execute(BACKFILL, &mut h.sink().initial_load())
+        .await;
     let error = report.error.expect("refused");
     assert_eq!(error.kind(), backfill_engine::ErrorKind::Configuration);
     assert!(
@@ -201,13 +200,7 @@ async fn regression_stale_ledger_rows_of_an_emptied_target_do_not_hide_keys_from
     .execute(&h.db.pool)
     .await
     .unwrap();
-    let mut sink = h.sink().initial_load();
-    let summary = h
-        .engine(batches(40))
-        .execute(BACKFILL, &mut sink)
-        .await
-        .into_result()
-        .unwrap();
+    let summary = initial_load(&h).await;
     assert_eq!(
         summary.of(KeyResult::Skipped(
             backfill_journal::Reason::ExistingInTarget

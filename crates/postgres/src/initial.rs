@@ -53,6 +53,19 @@ pub struct Deferred {
     pub kind: String,
 }
 
+impl From<(String, String, String, String)> for Deferred {
+    /// A row (table, name, definition, kind), as the catalog and
+    /// `backfill.deferred_constraints` are read.
+    fn from((table, name, definition, kind): (String, String, String, String)) -> Self {
+        Self {
+            table,
+            name,
+            definition,
+            kind,
+        }
+    }
+}
+
 const SETUP_SQL: &str = r"
 CREATE TABLE IF NOT EXISTS backfill.deferred_constraints (
   table_name      text NOT NULL,
@@ -83,10 +96,18 @@ fn quote(ident: &str) -> String {
 
 /// Refuses unless the five tables are empty, naming the first that is not.
 pub async fn require_empty(pool: &PgPool) -> Result<()> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(db("checking that the target tables are empty"))?;
+    require_empty_in(&mut tx).await
+}
+
+async fn require_empty_in(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     for table in TABLES {
         let any: bool =
             sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(table)))
-                .fetch_one(pool)
+                .fetch_one(&mut **tx)
                 .await
                 .map_err(db("checking that the target tables are empty"))?;
         if any {
@@ -112,15 +133,7 @@ pub async fn constraints(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Defer
     .fetch_all(&mut **tx)
     .await
     .map_err(db("reading the target's constraints"))?;
-    Ok(rows
-        .into_iter()
-        .map(|(table, name, definition, kind)| Deferred {
-            table,
-            name,
-            definition,
-            kind,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Deferred::from).collect())
 }
 
 /// The constraints an initial load would defer now (for the journal's
@@ -173,18 +186,7 @@ pub async fn defer(pool: &PgPool) -> Result<Vec<Deferred>> {
     // Empty, checked again now that the triggers' locks (SHARE ROW
     // EXCLUSIVE, held until commit) keep every writer out: a row committed
     // since the first check refuses the load and rolls all this back.
-    for table in TABLES {
-        let any: bool =
-            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(table)))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("checking that the target tables are empty"))?;
-        if any {
-            return Err(Error::TargetNotEmpty {
-                table: table.to_owned(),
-            });
-        }
-    }
+    require_empty_in(&mut tx).await?;
     // Foreign keys first: a unique constraint may be what one references.
     for d in deferred.iter().filter(|d| d.kind == "f") {
         drop_constraint(&mut tx, d).await?;
@@ -225,15 +227,7 @@ pub async fn recorded(pool: &PgPool) -> Result<Vec<Deferred>> {
     .fetch_all(pool)
     .await
     .map_err(db("reading backfill.deferred_constraints"))?;
-    Ok(rows
-        .into_iter()
-        .map(|(table, name, definition, kind)| Deferred {
-            table,
-            name,
-            definition,
-            kind,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Deferred::from).collect())
 }
 
 /// What [`restore`] did.
@@ -282,15 +276,7 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     .fetch_all(&mut *tx)
     .await
     .map_err(db("reading backfill.deferred_constraints"))?;
-    let deferred: Vec<Deferred> = deferred
-        .into_iter()
-        .map(|(table, name, definition, kind)| Deferred {
-            table,
-            name,
-            definition,
-            kind,
-        })
-        .collect();
+    let deferred: Vec<Deferred> = deferred.into_iter().map(Deferred::from).collect();
     if deferred.is_empty() {
         return Ok(Restored::Nothing);
     }

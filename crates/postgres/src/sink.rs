@@ -487,24 +487,21 @@ async fn write_rows(
     }
     // Without a live writer (initial load: guarded tables, and no unique
     // index for ON CONFLICT to use) the insert needs no conflict clause.
-    let facts: Vec<(i64, i64)> = sqlx::query_as(if live_writer_possible {
-        "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type,
-                                   topic, collected_at, metadata, created_at)
-         SELECT k, b, c, q, ct, t, 'epoch'::timestamptz + ca * interval '1 microsecond', m::jsonb,
-                'epoch'::timestamptz + cr * interval '1 microsecond'
-           FROM unnest($1::int8[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                       $7::int8[], $8::text[], $9::int8[]) AS u(k, b, c, q, ct, t, ca, m, cr)
-         ON CONFLICT (collector_result_id) DO NOTHING
-         RETURNING collector_result_id, id"
+    let conflict = if live_writer_possible {
+        "ON CONFLICT (collector_result_id) DO NOTHING"
     } else {
+        ""
+    };
+    let facts: Vec<(i64, i64)> = sqlx::query_as(&format!(
         "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type,
                                    topic, collected_at, metadata, created_at)
          SELECT k, b, c, q, ct, t, 'epoch'::timestamptz + ca * interval '1 microsecond', m::jsonb,
                 'epoch'::timestamptz + cr * interval '1 microsecond'
            FROM unnest($1::int8[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                        $7::int8[], $8::text[], $9::int8[]) AS u(k, b, c, q, ct, t, ca, m, cr)
+         {conflict}
          RETURNING collector_result_id, id"
-    })
+    ))
     .bind(rows.iter().map(|r| r.fact.collector_result_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fact.brand_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fact.customer_id).collect::<Vec<_>>())

@@ -3,14 +3,13 @@
 //! always ends with every constraint back, validated, and the rows of an
 //! uninterrupted run.
 
-use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
 use backfill_postgres::testing::{dump_target, TestDb};
 use predicates::prelude::*;
 use rand::Rng;
 
-use crate::{backfill, seeded};
+use crate::{backfill, seeded, spawn_run, uninterrupted_dump};
 
 async fn constraints(db: &TestDb) -> (i64, bool, i64, i64) {
     let (n, valid): (i64, bool) = sqlx::query_as(
@@ -66,30 +65,14 @@ async fn an_initial_load_into_a_non_empty_target_is_exit_2_naming_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and_the_rows() {
     const RESULTS: i64 = 3000;
-    let expected = {
-        let reference = seeded(RESULTS).await;
-        let dir = tempfile::tempdir().unwrap();
-        backfill(&reference, dir.path())
-            .args(["run", "--batch-size", "40"])
-            .assert()
-            .code(1);
-        dump_target(&reference.pool).await
-    };
+    let expected = uninterrupted_dump(RESULTS).await;
     let mut rng = rand::thread_rng();
     let mut inside = 0;
     let rounds = 10;
     for round in 0..rounds {
         let db = seeded(RESULTS).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("backfill"))
-            .env("DATABASE_URL", &db.url)
-            .arg("--journal")
-            .arg(dir.path())
-            .args(["--quiet", "run", "--initial-load", "--batch-size", "40"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(&db, dir.path(), &["--initial-load"]);
         std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
