@@ -99,7 +99,10 @@ pub(crate) fn load_counts(db: &sled::Db, path: &Path) -> Result<Counts> {
 
 impl Journal {
     pub(crate) fn load_page(&self, page: i64) -> Result<Page> {
-        match self.db.get(page_key(page))? {
+        let key = page_key(page);
+        let value = self.db.get(&key)?;
+        crate::store::account(&self.db, &key);
+        match value {
             Some(bytes) => decode_as(|| format!("status page {page}"), &bytes),
             None => Ok(Page::new()),
         }
@@ -238,6 +241,7 @@ impl Journal {
             .scan_prefix([STATUS])
             .map(|item| -> Result<Vec<(i64, KeyStatus)>> {
                 let (k, v) = item?;
+                crate::store::account(&self.db, &k);
                 let page = page_from_key(&k).ok_or_else(|| Error::Damaged {
                     path: self.path.clone(),
                     problem: "a status page key is malformed".into(),

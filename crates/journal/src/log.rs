@@ -239,6 +239,7 @@ impl Journal {
             return Ok(None);
         };
         let (k, value) = item?;
+        crate::store::account(&self.db, &k);
         let first = frame_first_seq(&k);
         let frame = Frame::parse(&value).ok_or_else(|| Error::Damaged {
             path: self.path.clone(),

@@ -96,6 +96,7 @@ impl Journal {
         let mut position = 0u64;
         for item in self.db.scan_prefix([LOG]) {
             let (k, value) = item?;
+            crate::store::account(&self.db, &k);
             if frame_first_seq(&k) != position {
                 return Err(Error::ChainBroken {
                     position,
@@ -147,6 +148,7 @@ impl Journal {
         let mut folded: BTreeMap<i64, KeyStatus> = BTreeMap::new();
         for item in self.db.scan_prefix([LOG]) {
             let (k, value) = item?;
+            crate::store::account(&self.db, &k);
             let first = frame_first_seq(&k);
             let frame = Frame::parse(&value).ok_or_else(|| Error::Damaged {
                 path: self.path.clone(),

@@ -3,6 +3,7 @@
 
 mod crash;
 mod frames;
+mod memory;
 mod model;
 mod open;
 mod support;
