@@ -66,8 +66,13 @@ pub fn resume_command(cli: &args::Cli, dry_run: bool) -> String {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Few blocking threads, kept: the journal's and the planner's work runs
+    // on them batch after batch, and every thread that exits leaves its
+    // allocator pages behind (peak RSS, docs/performance.md).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(600))
         .build()
     {
         Ok(rt) => rt,

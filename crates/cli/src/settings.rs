@@ -176,11 +176,13 @@ impl Databases {
 
     /// Pools on source and target (one pool when they are the same).
     pub async fn pools(&self) -> Result<(PgPool, PgPool)> {
-        let source = self.source.connect(4).await?;
+        // The reader, the lock's own connection, two appliers and one to
+        // retake a lost lock (when source and target are one database).
+        let source = self.source.connect(6).await?;
         let target = if self.same() {
             source.clone()
         } else {
-            self.target.connect(4).await?
+            self.target.connect(6).await?
         };
         crate::context::restore_deferred(&target).await?;
         Ok((source, target))
@@ -281,6 +283,8 @@ pub struct RunSettings {
     pub allow_empty: bool,
     /// lock_timeout and statement_timeout of each batch.
     pub timeouts: Timeouts,
+    /// Batches applied at once (`--connections`).
+    pub appliers: usize,
 }
 
 impl RunSettings {
@@ -316,6 +320,7 @@ impl RunSettings {
                 OnConflictArg::Replace => OnConflict::Replace,
             },
             allow_empty: common.allow_empty,
+            appliers: usize::from(common.connections),
             timeouts: Timeouts {
                 lock: positive(common.lock_timeout, "--lock-timeout")?,
                 statement: positive(common.statement_timeout, "--statement-timeout")?,
@@ -390,6 +395,7 @@ impl RunSettings {
             run_id: Some(run),
             bind: bind.0,
             bind_target: bind.1,
+            appliers: self.appliers,
             ..EngineSettings::default()
         };
         Engine::new(

@@ -69,6 +69,10 @@ pub struct EngineSettings {
     /// The target to bind the journal to when the sink writes
     /// (`postgres://host:port/database`).
     pub bind_target: Option<String>,
+    /// Batches applied at once in a pass over the source: 1, or 2 when the
+    /// sink can [`fork`](Sink::fork) (two connections keep a target busy
+    /// while the other waits on a round trip or a commit).
+    pub appliers: usize,
 }
 
 impl Default for EngineSettings {
@@ -82,6 +86,7 @@ impl Default for EngineSettings {
             run_id: None,
             bind: None,
             bind_target: None,
+            appliers: 1,
         }
     }
 }

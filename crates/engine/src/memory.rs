@@ -314,4 +314,8 @@ impl Sink for MemorySink {
     fn writes(&self) -> bool {
         true
     }
+
+    fn fork(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 }

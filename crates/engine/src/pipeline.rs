@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use backfill_core::{plan, Digest, Directories, MigrationEvent, Outcome};
 use backfill_journal::{decide, Batch, Decision, Journal, PassState, Reason, Record, RunId, State};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,16 @@ use crate::{Error, Result};
 #[derive(Default)]
 pub(crate) struct Attempted {
     failed: HashSet<i64>,
+}
+
+/// A batch the sink has been given: what it applied, and the error that
+/// stopped it, if any.
+struct Applied {
+    /// The content hash of every key given to the sink.
+    hashes: HashMap<i64, Digest>,
+    outcome: ApplyOutcome,
+    stopped: Option<Error>,
+    duration: std::time::Duration,
 }
 
 /// One planned batch on its way to the applier.
@@ -280,30 +291,66 @@ impl<S: Source> Engine<S> {
 
         let mut result = Ok(());
         let mut batch_no = 0u64;
+        let on_conflict = self.settings.on_conflict;
+        // A second connection, when asked for and the sink has one: a
+        // planned batch goes to whichever applier is free, so the target is
+        // kept busy while the other batch waits on a round trip or a commit.
+        let mut second = if apply && self.settings.appliers > 1 {
+            sink.fork()
+        } else {
+            None
+        };
+        let mut idle: Vec<&mut K> = Vec::with_capacity(2);
+        idle.push(sink);
+        idle.extend(second.as_mut());
+        let mut flying = FuturesUnordered::new();
+        let mut planning_open = true;
         // Every planned batch is counted, also after a stop: its keys are in
-        // the journal. Only batches before the stop are applied.
-        while let Some(planned) = plan_rx.recv().await {
-            summary.merge(planned.summary);
-            if !apply || result.is_err() || self.control.is_stopping() {
-                continue;
-            }
-            batch_no += 1;
-            let applied = self
-                .apply_batch(
-                    sink,
-                    run,
-                    batch_no,
-                    &planned.events,
-                    self.settings.on_conflict,
-                    summary,
-                    attempted,
-                )
-                .await;
-            if let Err(error) = applied {
-                token.cancel();
-                result = Err(error);
+        // the journal. Only batches before the stop are applied. Outcomes are
+        // recorded as batches finish (their keys are disjoint: a pass plans
+        // each key once).
+        while planning_open || !flying.is_empty() {
+            tokio::select! {
+                Some((applier, no, applied)) = flying.next(), if !flying.is_empty() => {
+                    let applier: &mut K = applier;
+                    let recorded = match applied {
+                        Ok(Some(applied)) => {
+                            self.record_applied(&*applier, run, no, applied, summary, attempted)
+                                .await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(error),
+                    };
+                    idle.push(applier);
+                    if let Err(error) = recorded {
+                        token.cancel();
+                        if result.is_ok() {
+                            result = Err(error);
+                        }
+                    }
+                }
+                planned = plan_rx.recv(), if planning_open && !idle.is_empty() => {
+                    let Some(planned) = planned else {
+                        planning_open = false;
+                        continue;
+                    };
+                    summary.merge(planned.summary);
+                    if !apply || result.is_err() || self.control.is_stopping() {
+                        continue;
+                    }
+                    let Some(applier) = idle.pop() else { continue };
+                    batch_no += 1;
+                    let no = batch_no;
+                    let events = planned.events;
+                    flying.push(async move {
+                        let applied = self.apply_only(&mut *applier, run, &events, on_conflict).await;
+                        (applier, no, applied)
+                    });
+                }
             }
         }
+        drop(flying);
+        drop(idle);
         let exhausted = join(reading).await;
         let planned = join(planning).await;
         result?;
@@ -460,12 +507,30 @@ impl<S: Source> Engine<S> {
         summary: &mut Summary,
         attempted: &mut Attempted,
     ) -> Result<()> {
+        match self.apply_only(sink, run, events, on_conflict).await? {
+            Some(applied) => {
+                self.record_applied(&*sink, run, batch_no, applied, summary, attempted)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The sink's part of a batch: its migrating events applied (refused
+    /// keys isolated). `None` if nothing in it migrates.
+    async fn apply_only<K: Sink>(
+        &self,
+        sink: &mut K,
+        run: RunId,
+        events: &[MigrationEvent],
+        on_conflict: OnConflict,
+    ) -> Result<Option<Applied>> {
         let migrating: Vec<&MigrationEvent> = events
             .iter()
             .filter(|e| e.target_rows().is_some())
             .collect();
         if migrating.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         fail::fail_point!("engine::before_apply", |_| Err(Error::FailPoint(
             "engine::before_apply"
@@ -476,6 +541,34 @@ impl<S: Source> Engine<S> {
         fail::fail_point!("engine::after_apply", |_| Err(Error::FailPoint(
             "engine::after_apply"
         )));
+        Ok(Some(Applied {
+            hashes: migrating
+                .iter()
+                .map(|e| (e.collector_result_id, e.content_hash))
+                .collect(),
+            outcome,
+            stopped,
+            duration,
+        }))
+    }
+
+    /// Counts an applied batch and records every key's outcome in the
+    /// journal (a dry run's sink records nothing).
+    async fn record_applied<K: Sink>(
+        &self,
+        sink: &K,
+        run: RunId,
+        batch_no: u64,
+        applied: Applied,
+        summary: &mut Summary,
+        attempted: &mut Attempted,
+    ) -> Result<()> {
+        let Applied {
+            hashes,
+            outcome,
+            stopped,
+            duration,
+        } = applied;
         summary.tables.add(&outcome.tables);
         for (cause, n) in &outcome.retries {
             *summary.retries.entry(cause.clone()).or_insert(0) += n;
@@ -483,10 +576,6 @@ impl<S: Source> Engine<S> {
         if !outcome.keys.is_empty() {
             summary.batches += 1;
         }
-        let hashes: HashMap<i64, Digest> = migrating
-            .iter()
-            .map(|e| (e.collector_result_id, e.content_hash))
-            .collect();
         let mut records = Batch::for_run(run);
         let (mut applied, mut failed) = (0u64, 0u64);
         for (key, outcome) in &outcome.keys {

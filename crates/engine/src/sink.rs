@@ -159,6 +159,18 @@ pub trait Sink: Send {
     /// True if outcomes are real (recorded in the journal); false for a dry
     /// run.
     fn writes(&self) -> bool;
+
+    /// A second handle on the same target, so that two batches are applied
+    /// at once (on their own connections), after [`begin`](Self::begin) and
+    /// under the same lock; `None` (the default) if this sink cannot. The
+    /// engine calls [`apply`](Self::apply) on both concurrently, always with
+    /// disjoint keys, and [`finish`](Self::finish) only on the original.
+    fn fork(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Writes nothing; reports what a real sink would write if nothing

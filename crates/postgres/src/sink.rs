@@ -10,6 +10,7 @@
 //! table, a full disk) stops the run instead of failing every key one by one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backfill_core::{MigrationEvent, TargetRows};
@@ -69,7 +70,8 @@ pub struct PostgresSink {
     scope: LockScope,
     retries: u32,
     timeouts: Timeouts,
-    lock: Option<TargetLock>,
+    /// Shared with the sink's forks: one lock for every connection.
+    lock: Arc<tokio::sync::Mutex<Option<TargetLock>>>,
     on_retry: Option<RetryNotice>,
     initial_load: bool,
 }
@@ -96,7 +98,7 @@ impl PostgresSink {
             scope: LockScope::Whole,
             retries: 5,
             timeouts: Timeouts::default(),
-            lock: None,
+            lock: Arc::default(),
             on_retry: None,
             initial_load: false,
         }
@@ -138,15 +140,17 @@ impl PostgresSink {
 
     /// Takes the applier lock if not held yet.
     pub async fn lock(&mut self) -> Result<()> {
-        if self.lock.is_none() {
-            self.lock = Some(TargetLock::acquire(&self.pool, self.scope).await?);
+        let mut lock = self.lock.lock().await;
+        if lock.is_none() {
+            *lock = Some(TargetLock::acquire(&self.pool, self.scope).await?);
         }
         Ok(())
     }
 
     /// Releases the applier lock.
     pub async fn unlock(&mut self) {
-        if let Some(lock) = self.lock.take() {
+        let held = self.lock.lock().await.take();
+        if let Some(lock) = held {
             lock.release().await;
         }
     }
@@ -349,7 +353,7 @@ impl PostgresSink {
         .await?;
         // Last, so that the lock is proven held as close to the commit as
         // possible: a batch never commits beside another applier's.
-        if let Some(lock) = self.lock.as_mut() {
+        if let Some(lock) = self.lock.lock().await.as_mut() {
             lock.check(&mut tx).await.map_err(|e| match e {
                 Error::Database { source, .. } | Error::ConnectionLost { source, .. } => {
                     Attempt::Db(source)
@@ -437,7 +441,8 @@ impl Sink for PostgresSink {
     }
 
     async fn finish(&mut self) -> std::result::Result<(), backfill_engine::Error> {
-        let restored = if self.initial_load && self.lock.is_some() {
+        let held = self.lock.lock().await.is_some();
+        let restored = if self.initial_load && held {
             crate::initial::restore(&self.pool, true).await.err()
         } else {
             None
@@ -448,6 +453,21 @@ impl Sink for PostgresSink {
 
     fn writes(&self) -> bool {
         true
+    }
+
+    /// Another connection from the pool under the same lock (checked in
+    /// each of its transactions as in the original's).
+    fn fork(&self) -> Option<Self> {
+        Some(Self {
+            pool: self.pool.clone(),
+            journal_id: self.journal_id,
+            scope: self.scope,
+            retries: self.retries,
+            timeouts: self.timeouts,
+            lock: Arc::clone(&self.lock),
+            on_retry: self.on_retry.clone(),
+            initial_load: self.initial_load,
+        })
     }
 }
 
