@@ -656,3 +656,58 @@ async fn replacing_another_journals_fact_names_its_hash_and_rewriting_our_own_is
         ]
     );
 }
+
+/// The most backends of this database seen waiting on a lock at once, polled
+/// until `want` is reached or 10 s pass.
+async fn most_waiting_on_locks(url: &str, want: i64) -> i64 {
+    let mut watcher = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut most = 0;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        most = most.max(waiting);
+        if most >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    most
+}
+
+/// Decision 59: with two appliers, two batches are in the target at once
+/// (both wait on a table another session holds), and the target ends as
+/// with one applier. With the pairing removed only one batch ever waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appliers_have_two_batches_in_the_target_at_once_and_write_what_one_writes() {
+    let reference = Harness::seeded(200).await;
+    reference.run(batches(20)).await;
+    let expected = dump_target(&reference.db.pool).await;
+
+    let h = Harness::seeded(200).await;
+    let blocker = hold_competitor_metrics(&h).await;
+    let engine = h.engine(Opts {
+        appliers: 2,
+        ..batches(20)
+    });
+    let mut sink = h.patient_sink();
+    let watch = async {
+        let most = most_waiting_on_locks(&h.db.url, 2).await;
+        // Releasing the table lets both batches finish.
+        blocker.close().await.unwrap();
+        most
+    };
+    let (report, most) = tokio::join!(engine.execute(BACKFILL, &mut sink), watch);
+    let summary = report.into_result().expect("the run");
+    assert_eq!(most, 2, "two batches waited on the held table at once");
+    assert!(summary.of(KeyResult::Applied) > 150);
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+    assert_eq!(
+        h.journal.count(State::Applied),
+        u64::try_from(count(&h.db.pool, "backfill.ledger").await).unwrap()
+    );
+}

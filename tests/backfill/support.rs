@@ -19,6 +19,8 @@ pub struct Opts {
     pub batch_size: usize,
     pub rescan: bool,
     pub allow_empty: bool,
+    /// Batches applied at once (`EngineSettings::appliers`).
+    pub appliers: usize,
 }
 
 pub fn batches(n: usize) -> Opts {
@@ -26,6 +28,7 @@ pub fn batches(n: usize) -> Opts {
         batch_size: n,
         rescan: false,
         allow_empty: false,
+        appliers: 1,
     }
 }
 
@@ -56,6 +59,7 @@ impl Harness {
             self.journal.clone(),
             EngineSettings {
                 allow_empty: opts.allow_empty,
+                appliers: opts.appliers,
                 ..EngineSettings::default()
             },
             RunControl::new(Limits {
