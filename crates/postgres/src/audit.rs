@@ -7,7 +7,7 @@
 //! each check compares two of them, so that no single edited record can make
 //! the others agree with it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use backfill_core::{
     current_content_hash, CompetitorRows, Digest, Fact, Json, Metrics, Numeric52, Outcome,
@@ -406,6 +406,21 @@ pub fn check_key(
     findings
 }
 
+/// Keys, their target rows as read back, and their ledger rows.
+type Chunk = (Vec<i64>, HashMap<i64, ReadBack>, HashMap<i64, LedgerRow>);
+
+async fn read_chunk(pool: PgPool, keys: Vec<i64>) -> Result<Chunk> {
+    let target = {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(db("connecting to read the target back"))?;
+        read_back(&mut conn, &keys).await?
+    };
+    let ledger_rows = ledger(&pool, &keys).await?;
+    Ok((keys, target, ledger_rows))
+}
+
 /// Verifies every applied key, in batches of `batch_size`, plus the ledger
 /// rows naming this journal and the journal's hash chain.
 pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Result<VerifyReport> {
@@ -414,21 +429,34 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
         Ok(chain) => report.chain_entries = chain.entries,
         Err(err) => report.chain_problem = Some(err.to_string()),
     }
+    let chunk = batch_size.max(1);
     let mut from = None;
+    let mut exhausted = false;
+    // The target is read two chunks ahead, on their own connections, while
+    // the client decodes and compares the chunk before: the server's
+    // read-back and the client's checks overlap (decision 61).
+    let mut reads: VecDeque<tokio::task::JoinHandle<Result<Chunk>>> = VecDeque::new();
     loop {
-        let keys: Vec<i64> = journal
-            .keys_in_state(State::Applied, from)
-            .take(batch_size.max(1))
-            .collect::<std::result::Result<_, _>>()?;
-        let Some(&last) = keys.last() else { break };
-        let target = {
-            let mut conn = pool
-                .acquire()
-                .await
-                .map_err(db("connecting to read the target back"))?;
-            read_back(&mut conn, &keys).await?
+        while !exhausted && reads.len() < 2 {
+            let keys: Vec<i64> = journal
+                .keys_in_state(State::Applied, from)
+                .take(chunk)
+                .collect::<std::result::Result<_, _>>()?;
+            let Some(&last) = keys.last() else {
+                exhausted = true;
+                break;
+            };
+            match last.checked_add(1) {
+                Some(next) => from = Some(next),
+                None => exhausted = true,
+            }
+            reads.push_back(tokio::spawn(read_chunk(pool.clone(), keys)));
+        }
+        let Some(read) = reads.pop_front() else { break };
+        let (keys, target, ledger_rows) = match read.await {
+            Ok(chunk) => chunk?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
-        let ledger_rows = ledger(pool, &keys).await?;
         let events = journal.events(&keys)?;
         for key in &keys {
             report.keys_checked += 1;
@@ -450,10 +478,6 @@ pub async fn verify(journal: &Journal, pool: &PgPool, batch_size: usize) -> Resu
                 report.keys_matching += 1;
             }
             report.findings.extend(findings);
-        }
-        match last.checked_add(1) {
-            Some(next) => from = Some(next),
-            None => break,
         }
     }
     let ours: Vec<i64> = sqlx::query_scalar(
