@@ -190,9 +190,10 @@ pub struct Common {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub statement_timeout: std::time::Duration,
     /// Batches applied at once, each in its own transaction on its own
-    /// target connection (1 halves the load a run puts on the target).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub connections: u8,
+    /// target connection (1 halves the load a run puts on the target)
+    /// [default: 2; `replay` resumes with the interrupted run's].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub connections: Option<u8>,
 }
 
 /// `plan`.

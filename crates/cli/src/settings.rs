@@ -176,9 +176,11 @@ impl Databases {
 
     /// Pools on source and target (one pool when they are the same).
     pub async fn pools(&self) -> Result<(PgPool, PgPool)> {
-        // The reader, the lock's own connection, two appliers and one to
-        // retake a lost lock (when source and target are one database).
-        let source = self.source.connect(6).await?;
+        // Target: two appliers (or verify's read-ahead), one to retake a
+        // lost lock (the lock's own connection leaves the pool), the view
+        // and restore checks. Source: the reader and its collector results.
+        // One pool serves both when they are one database.
+        let source = self.source.connect(if self.same() { 6 } else { 3 }).await?;
         let target = if self.same() {
             source.clone()
         } else {
@@ -229,6 +231,8 @@ pub struct Inherited {
     pub max_rows_per_sec: Option<u64>,
     /// `--on-conflict` of the interrupted run.
     pub on_conflict: Option<OnConflictArg>,
+    /// `--connections` of the interrupted run.
+    pub connections: Option<u8>,
     /// The interrupted run was a dry run: its resume stays dry.
     pub dry_run: bool,
     /// The interrupted run, for messages.
@@ -264,6 +268,7 @@ impl Inherited {
             Some("skip") => Some(OnConflictArg::Skip),
             _ => None,
         };
+        inherited.connections = option("connections").and_then(|v| v.parse().ok());
         inherited.dry_run = option("dry-run") == Some("true");
         inherited.from = Some((last.id, last.command.clone()));
         Ok(inherited)
@@ -320,7 +325,7 @@ impl RunSettings {
                 OnConflictArg::Replace => OnConflict::Replace,
             },
             allow_empty: common.allow_empty,
-            appliers: usize::from(common.connections),
+            appliers: usize::from(common.connections.or(inherited.connections).unwrap_or(2)),
             timeouts: Timeouts {
                 lock: positive(common.lock_timeout, "--lock-timeout")?,
                 statement: positive(common.statement_timeout, "--statement-timeout")?,
@@ -341,6 +346,7 @@ impl RunSettings {
         if let Some(rate) = self.limits.max_rows_per_sec {
             options.push(("max-rows-per-sec".to_owned(), rate.to_string()));
         }
+        options.push(("connections".to_owned(), self.appliers.to_string()));
         options.push((
             "lock-timeout".to_owned(),
             humantime::format_duration(self.timeouts.lock).to_string(),

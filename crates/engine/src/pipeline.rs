@@ -304,31 +304,43 @@ impl<S: Source> Engine<S> {
         idle.push(sink);
         idle.extend(second.as_mut());
         let mut flying = FuturesUnordered::new();
+        let mut finished = std::collections::VecDeque::new();
         let mut planning_open = true;
         // Every planned batch is counted, also after a stop: its keys are in
         // the journal. Only batches before the stop are applied. Outcomes are
         // recorded as batches finish (their keys are disjoint: a pass plans
-        // each key once).
-        while planning_open || !flying.is_empty() {
-            tokio::select! {
-                Some((applier, no, applied)) = flying.next(), if !flying.is_empty() => {
-                    let applier: &mut K = applier;
-                    let recorded = match applied {
-                        Ok(Some(applied)) => {
-                            self.record_applied(&*applier, run, no, applied, summary, attempted)
-                                .await
-                        }
-                        Ok(None) => Ok(()),
-                        Err(error) => Err(error),
-                    };
-                    idle.push(applier);
-                    if let Err(error) = recorded {
-                        token.cancel();
-                        if result.is_ok() {
-                            result = Err(error);
+        // each key once), while the other batch in flight keeps going.
+        while planning_open || !flying.is_empty() || !finished.is_empty() {
+            if let Some((applier, no, applied)) = finished.pop_front() {
+                let applier: &mut K = applier;
+                let recorded = match applied {
+                    Ok(Some(applied)) => {
+                        let recording =
+                            self.record_applied(&*applier, run, no, applied, summary, attempted);
+                        tokio::pin!(recording);
+                        loop {
+                            tokio::select! {
+                                recorded = &mut recording => break recorded,
+                                Some(done) = flying.next(), if !flying.is_empty() => {
+                                    finished.push_back(done);
+                                }
+                            }
                         }
                     }
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
+                };
+                idle.push(applier);
+                if let Err(error) = recorded {
+                    token.cancel();
+                    if result.is_ok() {
+                        result = Err(error);
+                    }
                 }
+                continue;
+            }
+            tokio::select! {
+                Some(done) = flying.next(), if !flying.is_empty() => finished.push_back(done),
                 planned = plan_rx.recv(), if planning_open && !idle.is_empty() => {
                     let Some(planned) = planned else {
                         planning_open = false;

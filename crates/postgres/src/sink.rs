@@ -353,13 +353,20 @@ impl PostgresSink {
         .await?;
         // Last, so that the lock is proven held as close to the commit as
         // possible: a batch never commits beside another applier's.
-        if let Some(lock) = self.lock.lock().await.as_mut() {
-            lock.check(&mut tx).await.map_err(|e| match e {
+        // The slot is shared with forks: empty means the lock was let go
+        // meanwhile, and then this batch must not commit.
+        match self.lock.lock().await.as_mut() {
+            Some(lock) => lock.check(&mut tx).await.map_err(|e| match e {
                 Error::Database { source, .. } | Error::ConnectionLost { source, .. } => {
                     Attempt::Db(source)
                 }
                 other => Attempt::Lock(other),
-            })?;
+            })?,
+            None => {
+                return Err(Attempt::Lock(Error::LockLost {
+                    key: self.scope.exclusive_key(),
+                }))
+            }
         }
         tx.commit().await?;
         Ok(outcome)

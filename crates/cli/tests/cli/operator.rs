@@ -171,6 +171,9 @@ async fn regression_a_resume_keeps_the_interrupted_runs_options() {
             "old_positions",
             "--max-rows-per-sec",
             "3000",
+            // Review of decision 59: a resume used two writers again.
+            "--connections",
+            "1",
         ],
     );
     assert_eq!(code, Some(3), "{stderr}");
@@ -187,6 +190,7 @@ async fn regression_a_resume_keeps_the_interrupted_runs_options() {
     for (name, value) in [
         ("source-table", "old_positions"),
         ("max-rows-per-sec", "3000"),
+        ("connections", "1"),
     ] {
         assert!(
             replay

@@ -121,3 +121,91 @@ async fn journal_recorded_target_not_is_applied_by_the_next_replay() {
     assert_eq!(journal.count(State::Pending), 0);
     scenario.teardown();
 }
+
+/// A memory target whose transactions take a while, so that two batches are
+/// in flight at once with two appliers.
+#[derive(Clone)]
+struct Slow(MemorySink);
+
+impl backfill_engine::Sink for Slow {
+    async fn apply(
+        &mut self,
+        run: backfill_engine::RunId,
+        events: &[&backfill_core::MigrationEvent],
+        on_conflict: backfill_engine::OnConflict,
+    ) -> Result<backfill_engine::ApplyOutcome, backfill_engine::ApplyError> {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.0.apply(run, events, on_conflict).await
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    fn fork(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+/// Both crash windows with two batches in flight (decision 59): whatever
+/// the other batch did, the journal never claims a key the target lacks,
+/// and the next replay ends with every key applied exactly once.
+#[tokio::test]
+async fn with_two_appliers_both_crash_windows_end_exactly_once() {
+    for point in ["engine::after_apply", "engine::before_apply"] {
+        let scenario = fail::FailScenario::setup();
+        let (source, journal, _dir) = world(40);
+        let sink = Slow(MemorySink::new(journal.id()));
+        let two = |journal: &Arc<Journal>| {
+            Engine::new(
+                source.clone(),
+                journal.clone(),
+                EngineSettings {
+                    appliers: 2,
+                    ..EngineSettings::default()
+                },
+                RunControl::new(Limits {
+                    batch_size: 5,
+                    ..Limits::default()
+                }),
+            )
+        };
+        fail::cfg(point, "1*return").unwrap();
+        let crashed = two(&journal)
+            .execute(Mode::Backfill { rescan: false }, &mut sink.clone())
+            .await;
+        assert!(
+            crashed.error.is_some(),
+            "{point}: the fail point stopped the run"
+        );
+        let facts = sink.0.facts();
+        let recorded: Vec<i64> = journal
+            .keys_in_state(State::Applied, None)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for key in &recorded {
+            assert!(
+                facts.contains_key(key),
+                "{point}: key {key} journaled, not in the target"
+            );
+        }
+        fail::cfg(point, "off").unwrap();
+
+        let replay = two(&journal).execute(REPLAY, &mut sink.clone()).await;
+        assert!(replay.error.is_none(), "{point}: {:?}", replay.error);
+        assert_eq!(journal.count(State::Applied), 40, "{point}");
+        assert_eq!(sink.0.facts().len(), 40, "{point}");
+        let s = &replay.summary;
+        assert_eq!(
+            s.of(KeyResult::Applied) + s.of(KeyResult::AlreadyApplied) + recorded.len() as u64,
+            40,
+            "{point}: every key applied once, by the crashed run or by the replay"
+        );
+        assert_eq!(
+            s.of(KeyResult::AlreadyApplied),
+            (facts.len() - recorded.len()) as u64,
+            "{point}: what committed unrecorded is reconciled, not written again"
+        );
+        scenario.teardown();
+    }
+}
