@@ -158,6 +158,29 @@ async fn a_restore_waits_for_a_live_load_that_holds_the_applier_lock() {
     assert_eq!(constraints(&h).await, (14, true));
 }
 
+/// Regression (kill -9 test, CI): right after a load was killed, its
+/// backend still held the applier lock for a moment, so the next command
+/// took the load for a live one and went on with the constraints absent.
+/// A lock let go within a few seconds is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_restore_right_after_a_kill_waits_for_the_dying_holder_of_the_lock() {
+    let h = Harness::seeded(20).await;
+    let mut sink = h.sink();
+    sink.lock().await.unwrap();
+    initial::defer(&h.db.pool).await.unwrap();
+    let (restored, ()) = tokio::join!(initial::restore(&h.db.pool, false), async {
+        // The "killed" load's backend ends half a second later.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sink.unlock().await;
+    });
+    assert!(
+        matches!(restored.unwrap(), Restored::Constraints(_)),
+        "the restore waited for the lock to be let go"
+    );
+    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(guards(&h).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
     let h = Harness::seeded(40).await;

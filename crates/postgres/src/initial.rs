@@ -23,6 +23,8 @@
 //! The definitions come from `pg_get_constraintdef`: they are DDL written by
 //! the database and are executed as such (the identifiers are quoted).
 
+use std::time::Duration;
+
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::lock::LOCK_KEY;
@@ -242,9 +244,14 @@ pub enum Restored {
     Constraints(Vec<Deferred>),
 }
 
+/// How long a restore waits for the applier lock of a load that may have
+/// just been killed.
+const DYING_HOLDER_WAIT: Duration = Duration::from_secs(3);
+
 /// Re-creates and validates the recorded constraints, removes the guard and
 /// the records, in one transaction — unless another session holds the
-/// applier lock (a load in progress). `holding_lock`: the caller holds it.
+/// applier lock (a load in progress) for more than a few seconds.
+/// `holding_lock`: the caller holds it.
 pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if recorded(pool).await?.is_empty() {
         return Ok(Restored::Nothing);
@@ -258,14 +265,25 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
         .map_err(db("restoring constraints"))?;
     if !holding_lock {
         // Held until this transaction ends; refused while an applier (the
-        // load itself) holds the target's lock.
-        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("taking the applier lock to restore constraints"))?;
-        if !free {
-            return Ok(Restored::LoadRunning);
+        // load itself) holds the target's lock. The backend of a load killed
+        // a moment ago holds it until the server notices its client is gone
+        // (milliseconds, rarely more): that is waited for, a live load (which
+        // holds it for the whole load) is not.
+        let mut waited = Duration::ZERO;
+        loop {
+            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("taking the applier lock to restore constraints"))?;
+            if free {
+                break;
+            }
+            if waited >= DYING_HOLDER_WAIT {
+                return Ok(Restored::LoadRunning);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += Duration::from_millis(100);
         }
     }
     // Read again under the lock: another process may have restored them.
