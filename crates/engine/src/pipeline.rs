@@ -395,6 +395,9 @@ impl<S: Source> Engine<S> {
         let token = self.control.pass_token();
         let range = self.settings.range;
         let mut batch_no = 0u64;
+        // Reasons of skipped keys, read a window of keys at a time (one
+        // status page decoded per 64 keys, not one per key).
+        let mut reasons: HashMap<i64, Option<Reason>> = HashMap::new();
         for state in states {
             let mut from = range.start;
             loop {
@@ -414,8 +417,7 @@ impl<S: Source> Engine<S> {
                     // Of the skipped keys, only a live writer's conflicts
                     // are applied again (with a replace).
                     if *state == State::Skipped
-                        && self.journal.status(key)?.and_then(|s| s.reason)
-                            != Some(Reason::ExistingInTarget)
+                        && self.skip_reason(&mut reasons, key)? != Some(Reason::ExistingInTarget)
                     {
                         continue;
                     }
@@ -446,6 +448,25 @@ impl<S: Source> Engine<S> {
         }
         self.control.emit(Event::PhaseFinished { phase });
         Ok(())
+    }
+
+    /// The skip reason of `key`, from `reasons` or, when absent, read for
+    /// the next 256 keys at once.
+    fn skip_reason(
+        &self,
+        reasons: &mut HashMap<i64, Option<Reason>>,
+        key: i64,
+    ) -> Result<Option<Reason>> {
+        if let Some(reason) = reasons.get(&key) {
+            return Ok(*reason);
+        }
+        reasons.clear();
+        let window: Vec<i64> = (0..256).map_while(|i| key.checked_add(i)).collect();
+        let statuses = self.journal.statuses(&window)?;
+        for k in window {
+            reasons.insert(k, statuses.get(&k).and_then(|s| s.reason));
+        }
+        Ok(reasons.get(&key).copied().flatten())
     }
 
     /// Re-plans every drifted key from the source as it is now and replaces
