@@ -162,6 +162,9 @@ struct TargetData {
     stop_after: Option<usize>,
     batches: usize,
     applies: usize,
+    delay: Option<std::time::Duration>,
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A target in memory with a ledger: the exactly-once and conflict rules of
@@ -229,11 +232,23 @@ impl MemorySink {
     pub fn applies(&self) -> usize {
         self.data().applies
     }
+
+    /// Every transaction takes `delay` before it applies, so that a test
+    /// sees batches in flight together (two appliers).
+    pub fn slow(&self, delay: std::time::Duration) {
+        self.data().delay = Some(delay);
+    }
+
+    /// The most transactions open at once so far (across forks).
+    pub fn most_in_flight(&self) -> usize {
+        self.data().most_in_flight
+    }
 }
 
-impl Sink for MemorySink {
-    async fn apply(
-        &mut self,
+impl MemorySink {
+    /// One transaction, at once.
+    fn apply_now(
+        &self,
         run: RunId,
         events: &[&MigrationEvent],
         on_conflict: OnConflict,
@@ -309,6 +324,28 @@ impl Sink for MemorySink {
         }
         data.batches += 1;
         Ok(outcome)
+    }
+}
+
+impl Sink for MemorySink {
+    async fn apply(
+        &mut self,
+        run: RunId,
+        events: &[&MigrationEvent],
+        on_conflict: OnConflict,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let delay = {
+            let mut data = self.data();
+            data.in_flight += 1;
+            data.most_in_flight = data.most_in_flight.max(data.in_flight);
+            data.delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let applied = self.apply_now(run, events, on_conflict);
+        self.data().in_flight -= 1;
+        applied
     }
 
     fn writes(&self) -> bool {

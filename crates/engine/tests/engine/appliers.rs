@@ -4,61 +4,20 @@
 //! removed, and the refusal test would see a key fail twice or not at all if
 //! outcomes of one batch were recorded under the other.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use backfill_core::MigrationEvent;
-use backfill_engine::{
-    ApplyError, ApplyOutcome, EngineSettings, KeyResult, MemorySink, Mode, OnConflict, RunId, Sink,
-};
+use backfill_engine::{EngineSettings, KeyResult, MemorySink, Mode};
 use backfill_journal::{Record, State};
 
 use crate::support::{target, World};
 
 const BACKFILL: Mode = Mode::Backfill { rescan: false };
 
-/// A memory target whose transactions take a while, counting how many are
-/// open at once across its forks.
-#[derive(Clone)]
-struct Slow {
-    inner: MemorySink,
-    open: Arc<AtomicUsize>,
-    most: Arc<AtomicUsize>,
-}
-
-impl Slow {
-    fn new(inner: MemorySink) -> Self {
-        Self {
-            inner,
-            open: Arc::default(),
-            most: Arc::default(),
-        }
-    }
-}
-
-impl Sink for Slow {
-    async fn apply(
-        &mut self,
-        run: RunId,
-        events: &[&MigrationEvent],
-        on_conflict: OnConflict,
-    ) -> Result<ApplyOutcome, ApplyError> {
-        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        let outcome = self.inner.apply(run, events, on_conflict).await;
-        self.open.fetch_sub(1, Ordering::SeqCst);
-        outcome
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    fn fork(&self) -> Option<Self> {
-        Some(self.clone())
-    }
+/// A memory target whose transactions take a while.
+fn slow(w: &World) -> MemorySink {
+    let sink = w.sink();
+    sink.slow(Duration::from_millis(40));
+    sink
 }
 
 fn two_appliers() -> EngineSettings {
@@ -71,30 +30,30 @@ fn two_appliers() -> EngineSettings {
 #[tokio::test]
 async fn two_appliers_keep_two_batches_in_flight_and_write_what_one_writes() {
     let one = World::new(60);
-    let single = Slow::new(one.sink());
+    let single = slow(&one);
     let report = one.engine(5).execute(BACKFILL, &mut single.clone()).await;
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(
-        single.most.load(Ordering::SeqCst),
+        single.most_in_flight(),
         1,
         "one applier, one batch at a time"
     );
 
     let two = World::new(60);
-    let paired = Slow::new(two.sink());
+    let paired = slow(&two);
     let report = two
         .engine_with(5, two_appliers())
         .execute(BACKFILL, &mut paired.clone())
         .await;
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(
-        paired.most.load(Ordering::SeqCst),
+        paired.most_in_flight(),
         2,
         "a planned batch waiting while another is applied goes beside it"
     );
     assert_eq!(report.summary.of(KeyResult::Applied), 60);
     assert_eq!(two.journal.count(State::Applied), 60);
-    assert_eq!(target(&paired.inner), target(&single.inner));
+    assert_eq!(target(&paired), target(&single));
     // Every batch is numbered once in the journal, whichever applier took it.
     let mut batches: Vec<u64> = two
         .migrating()
@@ -115,9 +74,9 @@ async fn two_appliers_keep_two_batches_in_flight_and_write_what_one_writes() {
 #[tokio::test]
 async fn with_two_appliers_a_refused_key_fails_alone_and_a_stop_records_what_committed() {
     let w = World::new(60);
-    let sink = Slow::new(w.sink());
-    sink.inner.refuse(23);
-    sink.inner.refuse(47);
+    let sink = slow(&w);
+    sink.refuse(23);
+    sink.refuse(47);
     let report = w
         .engine_with(5, two_appliers())
         .execute(BACKFILL, &mut sink.clone())
@@ -126,11 +85,11 @@ async fn with_two_appliers_a_refused_key_fails_alone_and_a_stop_records_what_com
     assert_eq!(report.summary.of(KeyResult::Failed), 2);
     assert_eq!(report.summary.of(KeyResult::Applied), 58);
     assert_eq!(w.journal.count(State::Failed), 2);
-    assert!(!target(&sink.inner).contains_key(&23));
+    assert!(!target(&sink).contains_key(&23));
 
     let w = World::new(60);
-    let sink = Slow::new(w.sink());
-    sink.inner.stop_after(5);
+    let sink = slow(&w);
+    sink.stop_after(5);
     let report = w
         .engine_with(5, two_appliers())
         .execute(BACKFILL, &mut sink.clone())
@@ -142,6 +101,6 @@ async fn with_two_appliers_a_refused_key_fails_alone_and_a_stop_records_what_com
         .keys_in_state(State::Applied, None)
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(applied, target(&sink.inner).into_keys().collect::<Vec<_>>());
+    assert_eq!(applied, target(&sink).into_keys().collect::<Vec<_>>());
     assert_eq!(applied.len(), 25, "five batches of five committed");
 }

@@ -122,31 +122,6 @@ async fn journal_recorded_target_not_is_applied_by_the_next_replay() {
     scenario.teardown();
 }
 
-/// A memory target whose transactions take a while, so that two batches are
-/// in flight at once with two appliers.
-#[derive(Clone)]
-struct Slow(MemorySink);
-
-impl backfill_engine::Sink for Slow {
-    async fn apply(
-        &mut self,
-        run: backfill_engine::RunId,
-        events: &[&backfill_core::MigrationEvent],
-        on_conflict: backfill_engine::OnConflict,
-    ) -> Result<backfill_engine::ApplyOutcome, backfill_engine::ApplyError> {
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        self.0.apply(run, events, on_conflict).await
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    fn fork(&self) -> Option<Self> {
-        Some(self.clone())
-    }
-}
-
 /// Both crash windows with two batches in flight (decision 59): whatever
 /// the other batch did, the journal never claims a key the target lacks,
 /// and the next replay ends with every key applied exactly once.
@@ -155,7 +130,9 @@ async fn with_two_appliers_both_crash_windows_end_exactly_once() {
     for point in ["engine::after_apply", "engine::before_apply"] {
         let scenario = fail::FailScenario::setup();
         let (source, journal, _dir) = world(40);
-        let sink = Slow(MemorySink::new(journal.id()));
+        let sink = MemorySink::new(journal.id());
+        // Slow transactions: two batches in flight at once.
+        sink.slow(std::time::Duration::from_millis(30));
         let two = |journal: &Arc<Journal>| {
             Engine::new(
                 source.clone(),
@@ -178,7 +155,7 @@ async fn with_two_appliers_both_crash_windows_end_exactly_once() {
             crashed.error.is_some(),
             "{point}: the fail point stopped the run"
         );
-        let facts = sink.0.facts();
+        let facts = sink.facts();
         let recorded: Vec<i64> = journal
             .keys_in_state(State::Applied, None)
             .collect::<Result<_, _>>()
@@ -194,7 +171,7 @@ async fn with_two_appliers_both_crash_windows_end_exactly_once() {
         let replay = two(&journal).execute(REPLAY, &mut sink.clone()).await;
         assert!(replay.error.is_none(), "{point}: {:?}", replay.error);
         assert_eq!(journal.count(State::Applied), 40, "{point}");
-        assert_eq!(sink.0.facts().len(), 40, "{point}");
+        assert_eq!(sink.facts().len(), 40, "{point}");
         let s = &replay.summary;
         assert_eq!(
             s.of(KeyResult::Applied) + s.of(KeyResult::AlreadyApplied) + recorded.len() as u64,
