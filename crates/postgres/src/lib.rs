@@ -10,12 +10,14 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+mod copy;
 pub mod demo;
 pub mod initial;
 pub mod lock;
 pub mod schema;
 pub mod sink;
 pub mod source;
+mod timestamp;
 #[cfg(feature = "testing")]
 pub mod testing;
 

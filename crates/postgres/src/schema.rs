@@ -32,7 +32,8 @@ pub struct Missing {
     /// The contract's type, when `found_type` differs from it.
     pub expected_type: Option<String>,
     /// A foreign key or unique constraint of the contract the table lacks
-    /// (or has not validated), as `FOREIGN KEY (col) REFERENCES t`.
+    /// (or has not validated), as `FOREIGN KEY (col) REFERENCES t`, or one
+    /// of its indexes, as `INDEX (col, …)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constraint: Option<String>,
 }
@@ -66,6 +67,9 @@ impl fmt::Display for Missing {
             ),
             (Some(column), _, _) => write!(f, "column {}.{}", self.table, column),
             (None, _, _) => match &self.constraint {
+                Some(index) if index.starts_with("INDEX (") => {
+                    write!(f, "index {} on {}", &index["INDEX ".len()..], self.table)
+                }
                 Some(constraint) => write!(f, "constraint {constraint} on {}", self.table),
                 None => write!(f, "table {}", self.table),
             },
@@ -469,10 +473,17 @@ const CONTRACT_CONSTRAINTS: &[(&str, &str, &[&str], &str)] = &[
     ),
 ];
 
-/// The contract's foreign keys and unique constraints the target lacks, or
-/// has not validated, whatever their names (DESIGN §10: `schema check` names
-/// any an interrupted initial load left absent). Tables that are missing
-/// altogether are [`check_target`]'s to name.
+/// The contract's plain indexes on the target tables: (table, key columns).
+const CONTRACT_INDEXES: &[(&str, &[&str])] = &[
+    ("metric_facts", &["brand_id", "collected_at"]),
+    ("competitor_metrics", &["competitor_id"]),
+];
+
+/// The contract's foreign keys, unique constraints and indexes the target
+/// lacks (or has not validated, or whose build failed), whatever their names
+/// (DESIGN §10: `schema check` names any an interrupted initial load left
+/// absent). Tables that are missing altogether are [`check_target`]'s to
+/// name.
 pub async fn check_constraints(pool: &PgPool) -> Result<Vec<Missing>> {
     let tables: Vec<String> = CONTRACT_CONSTRAINTS
         .iter()
@@ -499,7 +510,31 @@ pub async fn check_constraints(pool: &PgPool) -> Result<Vec<Missing>> {
     .fetch_all(pool)
     .await
     .map_err(db("reading the catalog"))?;
+    let indexes: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT t.name,
+                (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+           FROM (SELECT DISTINCT unnest($1::text[]) AS name) t
+           JOIN pg_index i ON i.indrelid = to_regclass(t.name)
+          WHERE i.indisvalid",
+    )
+    .bind(&tables)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading the target's indexes"))?;
     let mut missing = Vec::new();
+    for (table, columns) in CONTRACT_INDEXES {
+        if !exists.iter().any(|(t, e)| t == table && *e) {
+            continue;
+        }
+        if !indexes.iter().any(|(t, cols)| t == table && cols == columns) {
+            missing.push(Missing {
+                constraint: Some(format!("INDEX ({})", columns.join(", "))),
+                ..Missing::table(table)
+            });
+        }
+    }
     for (table, kind, columns, referenced) in CONTRACT_CONSTRAINTS {
         if !exists.iter().any(|(t, e)| t == table && *e) {
             continue;
