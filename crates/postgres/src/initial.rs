@@ -289,18 +289,26 @@ pub enum Restored {
 /// just been killed.
 const DYING_HOLDER_WAIT: Duration = Duration::from_secs(3);
 
-/// Re-creates and validates the recorded constraints, removes the guard and
-/// the records, in one transaction — unless another session holds the
+/// Re-creates and validates the recorded constraints and indexes, then
+/// removes the guard and the records — unless another session holds the
 /// applier lock (a load in progress) for more than a few seconds.
 /// `holding_lock`: the caller holds it.
+///
+/// The work is spread over two more connections of `pool` (decision 66):
+/// unique constraints and indexes a table per connection, then the foreign
+/// keys added `NOT VALID` in one transaction and validated a child table per
+/// connection — no two connections ever want the same table's lock. Each
+/// statement commits on its own; the guard and the records go last, in the
+/// transaction that holds the lock, once everything is there and validated.
+/// A crash in between leaves the records and the guard: the next restore
+/// does what is still missing.
 pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if recorded(pool).await?.is_empty() {
         return Ok(Restored::Nothing);
     }
     let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
-    // Adding a foreign key locks the referenced table against writes while
-    // it validates: never queue without bound behind the application.
-    sqlx::query("SELECT set_config('lock_timeout', '10s', true)")
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(RESTORE_LOCK_TIMEOUT)
         .execute(&mut *tx)
         .await
         .map_err(db("restoring constraints"))?;
@@ -339,22 +347,11 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if deferred.is_empty() {
         return Ok(Restored::Nothing);
     }
-    // Unique constraints first, then plain indexes, then foreign keys
-    // ('u', 'i', 'f': descending).
+    // Only what `defer` records is executed: a foreign key or a unique
+    // constraint, as `pg_get_constraintdef` writes them, or a plain index as
+    // `pg_get_indexdef` does (one statement: no `;`). Checked for every
+    // record before any runs.
     for d in &deferred {
-        let present: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)
-                 OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                             WHERE i.indrelid = to_regclass($1) AND c.relname = $2)",
-        )
-        .bind(&d.table)
-        .bind(&d.name)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("looking up a constraint"))?;
-        // Only what `defer` records is executed: a foreign key or a unique
-        // constraint, as `pg_get_constraintdef` writes them, or a plain
-        // index as `pg_get_indexdef` does (one statement: no `;`).
         let shape = match d.kind.as_str() {
             "f" => "FOREIGN KEY (",
             "u" => "UNIQUE (",
@@ -368,25 +365,66 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
                 definition: d.definition.clone(),
             });
         }
-        if !present {
-            let statement = if d.kind == "i" {
-                d.definition.clone()
-            } else {
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                    quote(&d.table),
-                    quote(&d.name),
-                    d.definition
-                )
-            };
-            sqlx::query(&statement)
-            .execute(&mut *tx)
-            .await
-            .map_err(|source| Error::RestoreConstraint {
+    }
+    let mut state = Vec::with_capacity(deferred.len());
+    for d in &deferred {
+        state.push(state_of(&mut tx, d).await?);
+    }
+    let sizes = table_sizes(pool).await?;
+
+    // 1. Unique constraints and indexes, a table per connection.
+    let builds = by_table(
+        deferred
+            .iter()
+            .zip(&state)
+            .filter(|(d, s)| d.kind != "f" && !s.present)
+            .map(|(d, _)| Job::Create(d)),
+        &sizes,
+    );
+    run_lanes(pool, builds).await?;
+
+    // 2. The absent foreign keys, NOT VALID (no scan), in one transaction:
+    // adding one locks its parent too, so they do not go side by side.
+    let absent_keys: Vec<&Deferred> = deferred
+        .iter()
+        .zip(&state)
+        .filter(|(d, s)| d.kind == "f" && !s.present)
+        .map(|(d, _)| d)
+        .collect();
+    if !absent_keys.is_empty() {
+        let jobs: Vec<Job<'_>> = absent_keys.iter().map(|d| Job::AddNotValid(d)).collect();
+        run_lanes(pool, vec![jobs]).await?;
+    }
+
+    // 3. Validation, a child table per connection (it locks the child
+    // against other validations and the parent only against DDL).
+    let checks = by_table(
+        deferred
+            .iter()
+            .zip(&state)
+            .filter(|(d, s)| {
+                d.kind == "f"
+                    && !(s.present && s.validated)
+                    && !d.definition.ends_with(" NOT VALID")
+            })
+            .map(|(d, _)| Job::Validate(d)),
+        &sizes,
+    );
+    run_lanes(pool, checks).await?;
+
+    // 4. Everything is back: the guard and the records go.
+    for d in &deferred {
+        let now = state_of(&mut tx, d).await?;
+        if !now.present
+            || (d.kind == "f" && !now.validated && !d.definition.ends_with(" NOT VALID"))
+        {
+            return Err(Error::RestoreConstraint {
                 table: d.table.clone(),
                 name: d.name.clone(),
-                source,
-            })?;
+                source: sqlx::Error::Protocol(
+                    "it is still absent or not validated after the restore re-created it".into(),
+                ),
+            });
         }
     }
     for table in TABLES {
@@ -406,6 +444,155 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     Ok(Restored::Constraints(deferred))
 }
 
+/// Adding a foreign key locks the referenced table against writes while it
+/// validates: never queue without bound behind the application.
+const RESTORE_LOCK_TIMEOUT: &str = "10s";
+
+/// Whether a recorded constraint or index exists, and (a foreign key)
+/// whether it is validated.
+struct State {
+    present: bool,
+    validated: bool,
+}
+
+async fn state_of(tx: &mut Transaction<'_, Postgres>, d: &Deferred) -> Result<State> {
+    let (present, validated): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)
+             OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                         WHERE i.indrelid = to_regclass($1) AND c.relname = $2),
+                coalesce((SELECT convalidated FROM pg_constraint
+                           WHERE conrelid = to_regclass($1) AND conname = $2), true)",
+    )
+    .bind(&d.table)
+    .bind(&d.name)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db("looking up a constraint"))?;
+    Ok(State { present, validated })
+}
+
+/// The five tables' sizes, to start the biggest first. Not read in the
+/// restore's own transaction: reading a size takes a lock on the table until
+/// the transaction ends, and the statements run on the other connections
+/// would wait for it.
+async fn table_sizes(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT t, coalesce(pg_total_relation_size(to_regclass(t)), 0) FROM unnest($1::text[]) AS t",
+    )
+    .bind(TABLES.map(str::to_owned).to_vec())
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading the target's table sizes"))
+}
+
+/// One statement of a restore, in its own transaction.
+enum Job<'a> {
+    /// A unique constraint or an index.
+    Create(&'a Deferred),
+    /// A foreign key, not validated yet.
+    AddNotValid(&'a Deferred),
+    /// Validating a foreign key.
+    Validate(&'a Deferred),
+}
+
+impl Job<'_> {
+    fn deferred(&self) -> &Deferred {
+        match self {
+            Job::Create(d) | Job::AddNotValid(d) | Job::Validate(d) => d,
+        }
+    }
+
+    fn statement(&self) -> String {
+        let d = self.deferred();
+        match self {
+            Job::Create(d) if d.kind == "i" => d.definition.clone(),
+            Job::Create(d) => format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                quote(&d.table),
+                quote(&d.name),
+                d.definition
+            ),
+            Job::AddNotValid(d) if d.definition.ends_with(" NOT VALID") => format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                quote(&d.table),
+                quote(&d.name),
+                d.definition
+            ),
+            Job::AddNotValid(_) => format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                quote(&d.table),
+                quote(&d.name),
+                d.definition
+            ),
+            Job::Validate(_) => format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                quote(&d.table),
+                quote(&d.name)
+            ),
+        }
+    }
+}
+
+/// `jobs` grouped by table, the biggest table first.
+fn by_table<'a>(jobs: impl Iterator<Item = Job<'a>>, sizes: &[(String, i64)]) -> Vec<Vec<Job<'a>>> {
+    let mut groups: Vec<(String, Vec<Job<'a>>)> = Vec::new();
+    for job in jobs {
+        let table = job.deferred().table.clone();
+        match groups.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, group)) => group.push(job),
+            None => groups.push((table, vec![job])),
+        }
+    }
+    let size = |t: &str| sizes.iter().find(|(n, _)| n == t).map_or(0, |(_, s)| *s);
+    groups.sort_by_key(|(t, _)| std::cmp::Reverse(size(t)));
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Runs the groups on two connections (one if the pool has fewer than four:
+/// the restore's own transaction and the applier lock may hold two): each
+/// takes the next group and runs its statements in order, each in its own
+/// transaction.
+async fn run_lanes(pool: &PgPool, groups: Vec<Vec<Job<'_>>>) -> Result<()> {
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(groups));
+    let lane = || async {
+        loop {
+            let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+            let Some(group) = next else {
+                return Ok::<(), Error>(());
+            };
+            for job in group {
+                run_job(pool, &job).await?;
+            }
+        }
+    };
+    if pool.options().get_max_connections() >= 4 {
+        tokio::try_join!(lane(), lane())?;
+    } else {
+        lane().await?;
+    }
+    Ok(())
+}
+
+async fn run_job(pool: &PgPool, job: &Job<'_>) -> Result<()> {
+    let d = job.deferred();
+    let refused = |source| Error::RestoreConstraint {
+        table: d.table.clone(),
+        name: d.name.clone(),
+        source,
+    };
+    let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(RESTORE_LOCK_TIMEOUT)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("restoring constraints"))?;
+    sqlx::query(&job.statement())
+        .execute(&mut *tx)
+        .await
+        .map_err(refused)?;
+    tx.commit().await.map_err(refused)
+}
+
 /// Keys whose references (collector result, brand, query, competitors) are
 /// missing from the target, each with what is missing: checked set-based,
 /// because the foreign keys that would refuse them are absent.
@@ -414,31 +601,30 @@ pub async fn missing_references(
     facts: &[(i64, uuid::Uuid, uuid::Uuid)],
     competitors: &[(i64, uuid::Uuid)],
 ) -> std::result::Result<Vec<(i64, String)>, sqlx::Error> {
-    // One statement per parent table both locks the parents (they stay
-    // until this batch commits, as the absent foreign keys would have
-    // ensured for the length of the transaction) and says which exist: the
-    // missing ones are what was asked for and not returned. Each array holds
-    // distinct values; the small parent tables are joined to it (a hash
-    // join) rather than filtered with `= ANY($1)`, which a generic plan
-    // evaluates as a linear search per row (measured: 21 ms instead of
-    // 0.7 ms per batch for generated_queries, docs/performance.md).
+    // One statement per parent table says which exist: the missing ones are
+    // what was asked for and not returned. Each array holds distinct values;
+    // the small parent tables are joined to it (a hash join) rather than
+    // filtered with `= ANY($1)`, which a generic plan evaluates as a linear
+    // search per row (measured: 21 ms instead of 0.7 ms per batch for
+    // generated_queries, docs/performance.md). The parents are not locked:
+    // without the cascading foreign keys, a parent deleted after this check
+    // leaves an orphan whether it is deleted before this batch commits or
+    // after, and the restore names it either way (decision 65).
     let collector_results: HashSet<i64> = present(
         tx,
-        "SELECT id FROM collector_results WHERE id = ANY($1) FOR KEY SHARE",
+        "SELECT id FROM collector_results WHERE id = ANY($1)",
         facts.iter().map(|f| f.0),
     )
     .await?;
     let brands: HashSet<uuid::Uuid> = present(
         tx,
-        "SELECT p.id FROM brands p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id
-            FOR KEY SHARE OF p",
+        "SELECT p.id FROM brands p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id",
         facts.iter().map(|f| f.1),
     )
     .await?;
     let queries: HashSet<uuid::Uuid> = present(
         tx,
-        "SELECT p.id FROM generated_queries p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id
-            FOR KEY SHARE OF p",
+        "SELECT p.id FROM generated_queries p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id",
         facts.iter().map(|f| f.2),
     )
     .await?;
@@ -447,8 +633,7 @@ pub async fn missing_references(
     } else {
         present(
             tx,
-            "SELECT p.id FROM brand_competitors p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id
-                FOR KEY SHARE OF p",
+            "SELECT p.id FROM brand_competitors p JOIN unnest($1::uuid[]) AS u(id) ON p.id = u.id",
             competitors.iter().map(|c| c.1),
         )
         .await?

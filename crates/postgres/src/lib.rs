@@ -17,9 +17,9 @@ pub mod lock;
 pub mod schema;
 pub mod sink;
 pub mod source;
-mod timestamp;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timestamp;
 
 pub use backfill_journal::ErrorKind;
 pub use lock::{LockScope, TargetLock};

@@ -528,7 +528,10 @@ pub async fn check_constraints(pool: &PgPool) -> Result<Vec<Missing>> {
         if !exists.iter().any(|(t, e)| t == table && *e) {
             continue;
         }
-        if !indexes.iter().any(|(t, cols)| t == table && cols == columns) {
+        if !indexes
+            .iter()
+            .any(|(t, cols)| t == table && cols == columns)
+        {
             missing.push(Missing {
                 constraint: Some(format!("INDEX ({})", columns.join(", "))),
                 ..Missing::table(table)

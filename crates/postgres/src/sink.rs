@@ -21,8 +21,8 @@ use backfill_journal::{JournalId, RunId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::lock::{LockScope, TargetLock};
 use crate::copy::CopyData;
+use crate::lock::{LockScope, TargetLock};
 use crate::timestamp::PgTimestamp;
 use crate::{fault, retry_cause, Error, Fault, Result};
 
@@ -344,19 +344,44 @@ impl PostgresSink {
                 outcome.keys.push((key, KeyOutcome::ExistingInTarget));
             }
         }
-        sqlx::query(
-            "INSERT INTO backfill.ledger (collector_result_id, content_hash, journal_id, run_id)
-             SELECT k, h, $3, $4 FROM unnest($1::int8[], $2::bytea[]) AS u(k, h)
-             ON CONFLICT (collector_result_id) DO UPDATE
-               SET content_hash = EXCLUDED.content_hash, journal_id = EXCLUDED.journal_id,
-                   run_id = EXCLUDED.run_id, applied_at = now()",
-        )
-        .bind(&ledger_keys)
-        .bind(&ledger_hashes)
-        .bind(self.journal_id.0)
-        .bind(run.0)
-        .execute(&mut *tx)
-        .await?;
+        if self.initial_load {
+            // The same rows as the upsert below, by COPY (half its cost):
+            // a key written here has no ledger row of this run (it would
+            // have been `AlreadyApplied`), so any row it has is stale.
+            sqlx::query("DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1)")
+                .bind(&ledger_keys)
+                .execute(&mut *tx)
+                .await?;
+            let mut ledger = CopyData::new(4);
+            for (key, hash) in ledger_keys.iter().zip(&ledger_hashes) {
+                ledger.row();
+                ledger.value(key)?;
+                ledger.value(hash)?;
+                ledger.value(&self.journal_id.0)?;
+                ledger.value(&run.0)?;
+            }
+            ledger
+                .send(
+                    &mut tx,
+                    "COPY backfill.ledger (collector_result_id, content_hash, journal_id, run_id)
+                       FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO backfill.ledger (collector_result_id, content_hash, journal_id, run_id)
+                 SELECT k, h, $3, $4 FROM unnest($1::int8[], $2::bytea[]) AS u(k, h)
+                 ON CONFLICT (collector_result_id) DO UPDATE
+                   SET content_hash = EXCLUDED.content_hash, journal_id = EXCLUDED.journal_id,
+                       run_id = EXCLUDED.run_id, applied_at = now()",
+            )
+            .bind(&ledger_keys)
+            .bind(&ledger_hashes)
+            .bind(self.journal_id.0)
+            .bind(run.0)
+            .execute(&mut *tx)
+            .await?;
+        }
         // Last, so that the lock is proven held as close to the commit as
         // possible: a batch never commits beside another applier's.
         // The slot is shared with forks: empty means the lock was let go

@@ -316,10 +316,10 @@ impl SourceReader {
         dirs.clear_collector_results();
         let rows: Vec<(i64, PgTimestamp)> =
             sqlx::query_as("SELECT id, created_at FROM collector_results WHERE id = ANY($1)")
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("loading collector_results"))?;
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("loading collector_results"))?;
         for (id, created_at) in rows {
             dirs.add_collector_result(id, created_at.0);
         }

@@ -64,7 +64,12 @@ impl Encode<'_, Postgres> for PgTimestamp {
             .0
             .micros()
             .checked_sub(POSTGRES_EPOCH_MICROS)
-            .ok_or_else(|| format!("{} µs since 1970 is out of range for timestamptz", self.0.micros()))?;
+            .ok_or_else(|| {
+                format!(
+                    "{} µs since 1970 is out of range for timestamptz",
+                    self.0.micros()
+                )
+            })?;
         buf.extend(&since_2000.to_be_bytes());
         Ok(IsNull::No)
     }
