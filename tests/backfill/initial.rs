@@ -33,6 +33,17 @@ async fn constraints(h: &Harness) -> (i64, bool) {
     .unwrap()
 }
 
+/// The contract's two plain indexes that are present.
+async fn indexes(h: &Harness) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes
+          WHERE indexname IN ('idx_metric_facts_brand_collected', 'idx_competitor_metrics_competitor')",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
 async fn guards(h: &Harness) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_trigger WHERE tgname = 'backfill_initial_load_guard'",
@@ -94,14 +105,17 @@ async fn a_key_whose_query_is_missing_fails_alone_in_the_initial_load() {
     );
     // The constraints came back validated: nothing the load wrote breaks them.
     assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(indexes(&h).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_constraints_are_deferred_other_writers_are_refused_until_restored() {
     let h = Harness::seeded(20).await;
     let deferred = initial::defer(&h.db.pool).await.unwrap();
-    assert_eq!(deferred.len(), 14);
+    assert_eq!(deferred.len(), 16);
+    assert_eq!(deferred.iter().filter(|d| d.kind == "i").count(), 2);
     assert_eq!(constraints(&h).await.0, 0);
+    assert_eq!(indexes(&h).await, 0);
     assert_eq!(guards(&h).await, 5);
     let write = "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, collected_at)
                  SELECT collector_result_id, brand_id, brand_id, query_id, collector_type, processed_at
@@ -131,6 +145,7 @@ async fn while_constraints_are_deferred_other_writers_are_refused_until_restored
         other => panic!("{other:?}"),
     }
     assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(indexes(&h).await, 2);
     assert_eq!(guards(&h).await, 0);
     sqlx::raw_sql(write).execute(&h.db.pool).await.unwrap();
     assert_eq!(
@@ -260,7 +275,109 @@ async fn a_recorded_definition_that_is_not_a_constraint_is_refused_not_executed(
     assert_eq!(error.kind(), backfill_postgres::ErrorKind::Integrity);
     assert_eq!(
         initial::recorded(&h.db.pool).await.unwrap().len(),
-        14,
+        16,
         "kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_index_that_is_not_a_plain_index_definition_is_refused_not_executed() {
+    let h = Harness::seeded(10).await;
+    initial::defer(&h.db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE backfill.deferred_constraints
+            SET definition = 'DROP TABLE brands CASCADE'
+          WHERE constraint_name = 'idx_competitor_metrics_competitor'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let brands = count(&h.db.pool, "brands").await;
+    let error = initial::restore(&h.db.pool, false).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("idx_competitor_metrics_competitor"),
+        "{error}"
+    );
+    assert_eq!(error.kind(), backfill_postgres::ErrorKind::Integrity);
+    // Refused before anything ran: nothing re-created, brands still there.
+    assert_eq!(constraints(&h).await.0, 0);
+    assert_eq!(count(&h.db.pool, "brands").await, brands);
+}
+
+/// A restore interrupted after its first steps (a unique constraint and an
+/// index re-created, a foreign key added but not validated yet) is finished
+/// by the next one: what exists is kept, the rest re-created, and the key
+/// left unvalidated validated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_interrupted_midway_is_finished_by_the_next_one() {
+    let h = Harness::seeded(30).await;
+    initial_load_interrupted_before_restore(&h).await;
+    sqlx::raw_sql(
+        "ALTER TABLE metric_facts ADD CONSTRAINT metric_facts_collector_result_id_key UNIQUE (collector_result_id);
+         CREATE INDEX idx_competitor_metrics_competitor ON competitor_metrics (competitor_id);
+         ALTER TABLE metric_facts ADD CONSTRAINT metric_facts_query_id_fkey
+           FOREIGN KEY (query_id) REFERENCES generated_queries(id) NOT VALID;",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(constraints(&h).await, (2, false));
+    match initial::restore(&h.db.pool, false).await.unwrap() {
+        Restored::Constraints(list) => assert_eq!(list.len(), 16),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(indexes(&h).await, 2);
+    assert_eq!(guards(&h).await, 0);
+    assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
+}
+
+/// Rows loaded with the constraints deferred, as a load killed before its
+/// restore leaves them.
+async fn initial_load_interrupted_before_restore(h: &Harness) {
+    initial::defer(&h.db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "BEGIN; SET LOCAL backfill.initial_load = on;
+         INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, collected_at)
+         SELECT DISTINCT ON (e.collector_result_id) e.collector_result_id, e.brand_id, e.brand_id, e.query_id,
+                e.collector_type, e.processed_at
+           FROM extracted_positions e
+           JOIN collector_results c ON c.id = e.collector_result_id
+           JOIN brands b ON b.id = e.brand_id
+           JOIN generated_queries q ON q.id = e.query_id
+          ORDER BY e.collector_result_id;
+         COMMIT;",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(count(&h.db.pool, "metric_facts").await > 0);
+}
+
+/// Regression: `backfill.deferred_constraints` created by an earlier version
+/// allows only kinds `f` and `u`; deferring indexes must still work there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_deferred_constraints_table_of_an_earlier_version_takes_index_records() {
+    let h = Harness::seeded(10).await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS backfill;
+         CREATE TABLE backfill.deferred_constraints (
+           table_name      text NOT NULL,
+           constraint_name text NOT NULL,
+           definition      text NOT NULL,
+           kind            text NOT NULL CHECK (kind IN ('f', 'u')),
+           deferred_at     timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (table_name, constraint_name));",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(initial::defer(&h.db.pool).await.unwrap().len(), 16);
+    assert!(matches!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::Constraints(_)
+    ));
+    assert_eq!((constraints(&h).await, indexes(&h).await), ((14, true), 2));
 }

@@ -5,4 +5,5 @@ mod contract;
 mod engine;
 mod golden;
 mod initial;
+mod source;
 mod support;

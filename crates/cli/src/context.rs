@@ -94,7 +94,7 @@ pub async fn restore_deferred(target: &PgPool) -> Result<()> {
             "note: constraints deferred by an initial load are absent, and another backfill holds this target's applier lock (the load itself, or another applier): they are restored when it ends, or by the next command after it"
         ),
         Restored::Constraints(list) => eprintln!(
-            "restored {} constraint(s) deferred by an interrupted initial load: {}",
+            "restored {} constraint(s) and index(es) deferred by an interrupted initial load: {}",
             list.len(),
             list.iter()
                 .map(|d| format!("{}.{}", d.table, d.name))

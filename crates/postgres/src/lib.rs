@@ -80,7 +80,7 @@ pub enum Error {
     },
     /// A record of `backfill.deferred_constraints` that is not what an
     /// initial load writes: it is not executed.
-    #[error("backfill.deferred_constraints records {name} on {table} as {definition:?}, which is not a foreign key or unique constraint as the database writes them: it was not executed; re-create the constraint by hand from ../shared/schema/target.sql and delete the record")]
+    #[error("backfill.deferred_constraints records {name} on {table} as {definition:?}, which is not a foreign key, unique constraint or plain index as the database writes them: it was not executed; re-create the constraint by hand from ../shared/schema/target.sql and delete the record")]
     DeferredRecord {
         /// The table.
         table: String,

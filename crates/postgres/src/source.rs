@@ -257,7 +257,8 @@ impl SourceReader {
     fn decode(&self, row: &PgRow, check: bool) -> Result<SourceRow> {
         let id: i64 = get(row, 0, check).map_err(db("decoding a source row"))?;
         let decimal = |index: usize, column: &'static str| -> Result<Option<Decimal>> {
-            let text: Option<String> = get(row, index, check).map_err(db("decoding a source row"))?;
+            let text: Option<String> =
+                get(row, index, check).map_err(db("decoding a source row"))?;
             text.map(|value| {
                 value.parse().map_err(|_| Error::InvalidSourceValue {
                     table: self.table.to_string(),
@@ -269,7 +270,8 @@ impl SourceReader {
             .transpose()
         };
         let json = |index: usize| -> Result<Option<Json>> {
-            let text: Option<String> = get(row, index, check).map_err(db("decoding a source row"))?;
+            let text: Option<String> =
+                get(row, index, check).map_err(db("decoding a source row"))?;
             Ok(text.map(Json))
         };
         Ok(SourceRow {

@@ -138,6 +138,11 @@ async fn schema_check_names_the_contract_constraints_a_target_lacks() {
         ));
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert_eq!(stdout.matches("  constraint ").count(), 14, "{stdout}");
+    assert_eq!(stdout.matches("  index ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("index (competitor_id) on competitor_metrics"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("constraint UNIQUE (metric_fact_id, competitor_id) on competitor_metrics"),
         "{stdout}"
@@ -154,7 +159,9 @@ async fn schema_check_names_the_contract_constraints_a_target_lacks() {
         .args(["schema", "check"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("restored 14 constraint(s)"));
+        .stderr(predicate::str::contains(
+            "restored 16 constraint(s) and index(es)",
+        ));
     // One dropped by hand is named.
     sqlx::raw_sql("ALTER TABLE brand_sentiment DROP CONSTRAINT brand_sentiment_metric_fact_id_key")
         .execute(&db.pool)

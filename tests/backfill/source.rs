@@ -1,0 +1,94 @@
+//! The source reader against real Postgres: whole groups in (key, id)
+//! order, and values it cannot read named rather than misread.
+
+use backfill_engine::KeyRange;
+use backfill_postgres::{SourceReader, SourceTable};
+
+use crate::support::Harness;
+
+fn reader(h: &Harness) -> SourceReader {
+    SourceReader::new(h.db.pool.clone(), SourceTable::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holds_whole_groups_in_key_and_id_order_whatever_the_physical_order() {
+    let h = Harness::seeded(40).await;
+    // Rewrite every row so that the heap holds them in reverse id order.
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE t AS SELECT * FROM extracted_positions;
+         DELETE FROM extracted_positions;
+         INSERT INTO extracted_positions SELECT * FROM t ORDER BY id DESC;",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let batch = reader(&h)
+        .next_batch(KeyRange::ALL, None, 25)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.groups.len(), 25);
+    let keys: Vec<i64> = batch.groups.iter().map(|(k, _)| *k).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "keys ascending, each once");
+    for (key, rows) in &batch.groups {
+        assert!(rows.iter().all(|r| r.collector_result_id == *key));
+        assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "ids ascending");
+    }
+    assert_eq!(
+        batch.rows,
+        batch.groups.iter().map(|(_, r)| r.len()).sum::<usize>()
+    );
+}
+
+/// Without the type check on the first row, an `integer` column read as
+/// text came back as the integer's four bytes taken for characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_column_of_another_type_is_named_not_misread() {
+    let h = Harness::seeded(10).await;
+    sqlx::raw_sql(
+        "ALTER TABLE extracted_positions ALTER COLUMN topic TYPE integer USING length(topic)",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let error = reader(&h)
+        .next_batch(KeyRange::ALL, None, 10)
+        .await
+        .unwrap_err();
+    let chain = format!("{error:?}");
+    assert!(
+        chain.contains("column 16 is INT4 where TEXT was expected"),
+        "{chain}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_processed_at_is_named_with_its_row_and_column() {
+    let h = Harness::seeded(10).await;
+    let id: i64 = sqlx::query_scalar(
+        "UPDATE extracted_positions SET processed_at = 'infinity'
+          WHERE id = (SELECT max(id) FROM extracted_positions) RETURNING id",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let error = reader(&h)
+        .next_batch(KeyRange::ALL, None, 100)
+        .await
+        .unwrap_err();
+    match &error {
+        backfill_postgres::Error::InvalidSourceValue {
+            column,
+            row_id,
+            value,
+            ..
+        } => {
+            assert_eq!((*column, *row_id), ("processed_at", id));
+            assert!(value.contains("infinite"), "{value}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
