@@ -1,6 +1,7 @@
 //! The initial load (DESIGN §10): into empty target tables, with their
-//! foreign keys and unique constraints dropped while loading and re-created
-//! (validated) afterwards.
+//! foreign keys, unique constraints and plain indexes dropped while loading
+//! and re-created (validated) afterwards; the rows go in by binary COPY
+//! (`crate::copy`).
 //!
 //! Why: with the constraints in place, per-row foreign-key checks and
 //! unique-index upkeep are most of the cost of filling empty tables; checking
@@ -20,8 +21,9 @@
 //!   target (unless a live applier holds the target's lock), so a crash or a
 //!   kill at any point ends with the constraints back, validated.
 //!
-//! The definitions come from `pg_get_constraintdef`: they are DDL written by
-//! the database and are executed as such (the identifiers are quoted).
+//! The definitions come from `pg_get_constraintdef` and `pg_get_indexdef`:
+//! they are DDL written by the database and are executed as such (the
+//! identifiers are quoted), after a check of their shape.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
