@@ -308,12 +308,7 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if recorded(pool).await?.is_empty() {
         return Ok(Restored::Nothing);
     }
-    let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
-    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-        .bind(RESTORE_LOCK_TIMEOUT)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("restoring constraints"))?;
+    let mut tx = restore_transaction(pool).await?;
     if !holding_lock {
         // Held until this transaction ends; refused while an applier (the
         // load itself) holds the target's lock. The backend of a load killed
@@ -450,6 +445,17 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
 /// validates: never queue without bound behind the application.
 const RESTORE_LOCK_TIMEOUT: &str = "10s";
 
+/// A transaction of the restore, with its lock timeout.
+async fn restore_transaction(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(RESTORE_LOCK_TIMEOUT)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("restoring constraints"))?;
+    Ok(tx)
+}
+
 /// Whether a recorded constraint or index exists, and (a foreign key)
 /// whether it is validated.
 struct State {
@@ -506,26 +512,20 @@ impl Job<'_> {
 
     fn statement(&self) -> String {
         let d = self.deferred();
+        let add = |suffix: &str| {
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}{suffix}",
+                quote(&d.table),
+                quote(&d.name),
+                d.definition
+            )
+        };
         match self {
             Job::Create(d) if d.kind == "i" => d.definition.clone(),
-            Job::Create(d) => format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                quote(&d.table),
-                quote(&d.name),
-                d.definition
-            ),
-            Job::AddNotValid(d) if d.definition.ends_with(" NOT VALID") => format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                quote(&d.table),
-                quote(&d.name),
-                d.definition
-            ),
-            Job::AddNotValid(_) => format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-                quote(&d.table),
-                quote(&d.name),
-                d.definition
-            ),
+            Job::Create(_) => add(""),
+            // Recorded as not valid: re-created as it was.
+            Job::AddNotValid(d) if d.definition.ends_with(" NOT VALID") => add(""),
+            Job::AddNotValid(_) => add(" NOT VALID"),
             Job::Validate(_) => format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
                 quote(&d.table),
@@ -582,12 +582,7 @@ async fn run_job(pool: &PgPool, job: &Job<'_>) -> Result<()> {
         name: d.name.clone(),
         source,
     };
-    let mut tx = pool.begin().await.map_err(db("restoring constraints"))?;
-    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-        .bind(RESTORE_LOCK_TIMEOUT)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("restoring constraints"))?;
+    let mut tx = restore_transaction(pool).await?;
     sqlx::query(&job.statement())
         .execute(&mut *tx)
         .await
