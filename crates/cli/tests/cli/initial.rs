@@ -62,6 +62,26 @@ async fn an_initial_load_into_a_non_empty_target_is_exit_2_naming_the_table() {
     assert_eq!(constraints(&db).await, (14, true, 0, 0));
 }
 
+/// Waits until the load has recorded its deferred constraints (it is then
+/// inside the window where they are absent). `None` if the process ended
+/// first.
+async fn wait_for_deferral(db: &TestDb, child: &mut std::process::Child) -> Option<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if recorded(db).await > 0 {
+            return Some(());
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load recorded no deferred constraints within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and_the_rows() {
     const RESULTS: i64 = 3000;
@@ -72,12 +92,37 @@ async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and
     for round in 0..rounds {
         let db = seeded(RESULTS).await;
         let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
         let mut child = spawn_run(&db, dir.path(), &["--initial-load"]);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+        // Even rounds kill at a random moment after the constraints were
+        // deferred, whatever the machine's speed (a fixed delay from the
+        // start landed before the deferral when CI was busy); odd rounds at a
+        // random moment from the start: before the journal exists, while
+        // planning, deferring, loading or restoring.
+        if round % 2 == 0 {
+            wait_for_deferral(&db, &mut child)
+                .await
+                .unwrap_or_else(|| panic!("round {round}: the load ended before deferring"));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..1500)));
+        }
+        let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // Killed while the constraints were absent (recorded, not restored)?
-        if recorded(&db).await > 0 {
+        let deferred = recorded(&db).await > 0;
+        eprintln!(
+            "round {round}: killed after {:?}{}{}",
+            started.elapsed(),
+            if finished { ", already finished" } else { "" },
+            if deferred {
+                ", constraints deferred"
+            } else {
+                ""
+            }
+        );
+        if deferred {
             inside += 1;
         }
         // The next command restores them before anything else, then resumes.
