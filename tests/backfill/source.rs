@@ -92,3 +92,56 @@ async fn an_infinite_processed_at_is_named_with_its_row_and_column() {
         other => panic!("{other:?}"),
     }
 }
+
+/// sqlx refused an array not starting at 1 with an error that named neither
+/// row nor column; the COPY reader names both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_the_reader_cannot_read_is_named_with_its_row_and_column() {
+    let h = Harness::seeded(10).await;
+    let id: i64 = sqlx::query_scalar(
+        "UPDATE extracted_positions SET competitor_positions = '[0:1]={1,2}'
+          WHERE id = (SELECT min(id) FROM extracted_positions) RETURNING id",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let error = reader(&h)
+        .next_batch(KeyRange::ALL, None, 100)
+        .await
+        .unwrap_err();
+    match &error {
+        backfill_postgres::Error::InvalidSourceValue {
+            column,
+            row_id,
+            value,
+            ..
+        } => {
+            assert_eq!((*column, *row_id), ("competitor_positions", id));
+            assert!(value.contains("lower bound of 0"), "{value}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `groups_of` (replay, rescan, drift) reads the same rows as the batch
+/// read, by the same decoder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_reads_the_rows_a_batch_read_gives() {
+    let h = Harness::seeded(30).await;
+    let reader = reader(&h);
+    let batch = reader
+        .next_batch(KeyRange::ALL, None, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<i64> = batch.groups.iter().map(|(k, _)| *k).step_by(3).collect();
+    let some = reader.groups_of(&keys).await.unwrap();
+    let expected: Vec<_> = batch
+        .groups
+        .iter()
+        .filter(|(k, _)| keys.contains(k))
+        .cloned()
+        .collect();
+    assert_eq!(some.groups, expected);
+    assert!(reader.groups_of(&[]).await.unwrap().groups.is_empty());
+}

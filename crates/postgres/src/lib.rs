@@ -11,6 +11,7 @@
 
 pub mod audit;
 mod copy;
+mod copy_out;
 pub mod demo;
 pub mod initial;
 pub mod lock;

@@ -9,11 +9,13 @@ use std::fmt;
 
 use backfill_core::{Decimal, Directories, Json, SourceRow};
 use backfill_engine::{KeyRange, Source, SourceBatch};
-use sqlx::postgres::PgRow;
-use sqlx::{Column, PgPool, Row};
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgTypeInfo, Postgres};
+use sqlx::{Column, Executor, PgPool, Statement, Type};
 use uuid::Uuid;
 
-use crate::timestamp::PgTimestamp;
+use crate::copy_out::{self, CopyOut, Fields};
+use crate::timestamp::{self, PgTimestamp};
 use crate::{db, Error, Result};
 
 /// The source table, optionally schema-qualified (`--source-table`).
@@ -67,27 +69,87 @@ impl fmt::Display for SourceTable {
     }
 }
 
-/// Reads column `index` of `row`; with `check`, first proves the column's
-/// type is one `T` decodes (as `Row::try_get` does for every non-null
-/// value). A wrong type is `sqlx::Error::Decode`, a value that does not
-/// decode `ColumnDecode`.
-fn get<'r, T>(row: &'r PgRow, index: usize, check: bool) -> sqlx::Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    if check {
-        let ty = row.column(index).type_info();
-        if !T::compatible(ty) {
+/// A column read: its expression and the Rust type it is read as (checked
+/// against the statement's column types before every read).
+struct SourceColumn {
+    expression: &'static str,
+    compatible: fn(&PgTypeInfo) -> bool,
+    expected: fn() -> PgTypeInfo,
+}
+
+const fn column<T: Type<Postgres>>(expression: &'static str) -> SourceColumn {
+    SourceColumn {
+        expression,
+        compatible: compatible::<T>,
+        expected: type_info::<T>,
+    }
+}
+
+/// The columns read, in the order the decoder reads them.
+const COLUMNS: [SourceColumn; 27] = [
+    column::<i64>("id"),
+    column::<i64>("collector_result_id"),
+    column::<Uuid>("brand_id"),
+    column::<Uuid>("customer_id"),
+    column::<Uuid>("query_id"),
+    column::<String>("collector_type"),
+    column::<String>("competitor_name"),
+    column::<i32>("brand_first_position"),
+    column::<Vec<Option<i32>>>("competitor_positions"),
+    column::<i32>("total_brand_mentions"),
+    column::<i32>("competitor_mentions"),
+    column::<String>("visibility_index::text"),
+    column::<String>("visibility_index_competitor::text"),
+    column::<String>("share_of_answers_brand::text"),
+    column::<String>("share_of_answers_competitor::text"),
+    column::<bool>("has_brand_presence"),
+    column::<String>("topic"),
+    column::<String>("sentiment_label"),
+    column::<String>("sentiment_score::text"),
+    column::<String>("sentiment_label_competitor"),
+    column::<String>("sentiment_score_competitor::text"),
+    column::<String>("sentiment_positive_sentences::text"),
+    column::<String>("sentiment_negative_sentences::text"),
+    column::<String>("sentiment_positive_sentences_competitor::text"),
+    column::<String>("sentiment_negative_sentences_competitor::text"),
+    column::<PgTimestamp>("processed_at"),
+    column::<String>("metadata::text"),
+];
+
+fn compatible<T: Type<Postgres>>(ty: &PgTypeInfo) -> bool {
+    T::compatible(ty)
+}
+
+fn type_info<T: Type<Postgres>>() -> PgTypeInfo {
+    T::type_info()
+}
+
+/// Proves every column's type is one its decoder reads (as sqlx's
+/// `Row::try_get` does per value): a wrong type is `sqlx::Error::Decode`
+/// naming the column's position, its type and the one expected.
+fn check_types<'c>(columns: impl ExactSizeIterator<Item = &'c PgTypeInfo>) -> sqlx::Result<()> {
+    if columns.len() != COLUMNS.len() {
+        return Err(sqlx::Error::Decode(
+            format!(
+                "the source statement returns {} columns where {} were expected",
+                columns.len(),
+                COLUMNS.len()
+            )
+            .into(),
+        ));
+    }
+    for (index, (ty, column)) in columns.zip(&COLUMNS).enumerate() {
+        if !(column.compatible)(ty) {
             return Err(sqlx::Error::Decode(
                 format!(
                     "column {index} is {ty} where {} was expected",
-                    T::type_info()
+                    (column.expected)()
                 )
                 .into(),
             ));
         }
     }
-    row.try_get_unchecked(index)
+    Ok(())
 }
 
 /// Reads the source and its directories.
@@ -95,64 +157,51 @@ where
 pub struct SourceReader {
     pool: PgPool,
     table: SourceTable,
+    describe_sql: String,
     batch_sql: String,
     keys_sql: String,
+    /// The size of the last COPY result read: the next one's buffer starts
+    /// that big (an eighth more), not grown by doubling from empty, whose
+    /// copies and slack raised peak RSS by tens of MB at 5M rows.
+    last_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SourceReader {
     /// A reader of `table` on `pool`.
     pub fn new(pool: PgPool, table: SourceTable) -> Self {
         let t = table.quoted();
-        let select = [
-            "id".to_owned(),
-            "collector_result_id".into(),
-            "brand_id".into(),
-            "customer_id".into(),
-            "query_id".into(),
-            "collector_type".into(),
-            "competitor_name".into(),
-            "brand_first_position".into(),
-            "competitor_positions".into(),
-            "total_brand_mentions".into(),
-            "competitor_mentions".into(),
-            "visibility_index::text".into(),
-            "visibility_index_competitor::text".into(),
-            "share_of_answers_brand::text".into(),
-            "share_of_answers_competitor::text".into(),
-            "has_brand_presence".into(),
-            "topic".into(),
-            "sentiment_label".into(),
-            "sentiment_score::text".into(),
-            "sentiment_label_competitor".into(),
-            "sentiment_score_competitor::text".into(),
-            "sentiment_positive_sentences::text".into(),
-            "sentiment_negative_sentences::text".into(),
-            "sentiment_positive_sentences_competitor::text".into(),
-            "sentiment_negative_sentences_competitor::text".into(),
-            "processed_at".into(),
-            "metadata::text".into(),
-        ]
-        .join(", ");
+        let select = COLUMNS.map(|c| c.expression).join(", ");
+        // COPY takes no parameters: the bounds are bound to `set_config` in
+        // the same transaction and read back with `current_setting`, so no
+        // value is ever formatted into the statement.
         let batch_sql = format!(
-            "WITH upper_key AS (
+            "COPY (WITH upper_key AS (
                SELECT max(k) AS k FROM (
                  SELECT DISTINCT collector_result_id AS k FROM {t}
-                  WHERE collector_result_id > $1 AND collector_result_id <= $3
-                  ORDER BY 1 LIMIT $2) keys)
+                  WHERE collector_result_id > current_setting('backfill.after')::int8
+                    AND collector_result_id <= current_setting('backfill.last')::int8
+                  ORDER BY 1 LIMIT current_setting('backfill.limit')::int8) keys)
              SELECT {select} FROM {t}
-              WHERE collector_result_id > $1
+              WHERE collector_result_id > current_setting('backfill.after')::int8
                 AND collector_result_id <= (SELECT k FROM upper_key)
-"
+             ) TO STDOUT (FORMAT binary)"
         );
         // No ORDER BY: the rows are put in (key, id) order on the client
         // (see `group`), which costs less there than the server's sort of
         // whole wide rows (measured: a third of the read, docs/performance.md).
-        let keys_sql = format!("SELECT {select} FROM {t} WHERE collector_result_id = ANY($1)");
+        let keys_sql = format!(
+            "COPY (SELECT {select} FROM {t}
+                    WHERE collector_result_id = ANY(current_setting('backfill.keys')::int8[])
+                  ) TO STDOUT (FORMAT binary)"
+        );
+        let describe_sql = format!("SELECT {select} FROM {t} LIMIT 0");
         Self {
             pool,
             table,
+            describe_sql,
             batch_sql,
             keys_sql,
+            last_size: std::sync::Arc::default(),
         }
     }
 
@@ -199,53 +248,96 @@ impl SourceReader {
         let Some(last) = range.end.map_or(Some(i64::MAX), |e| e.checked_sub(1)) else {
             return Ok(None);
         };
-        let rows = sqlx::query(&self.batch_sql)
-            .bind(after.unwrap_or(i64::MIN))
-            .bind(limit)
-            .bind(last)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("reading source rows"))?;
-        if rows.is_empty() {
+        let copy = self
+            .copy(
+                "SELECT set_config('backfill.after', $1, true),
+                        set_config('backfill.last', $2, true),
+                        set_config('backfill.limit', $3, true)",
+                &[
+                    after.unwrap_or(i64::MIN).to_string(),
+                    last.to_string(),
+                    limit.to_string(),
+                ],
+                &self.batch_sql,
+            )
+            .await?;
+        if copy.len() == 0 {
             return Ok(None);
         }
-        self.group(&rows).map(Some)
+        self.group(&copy).map(Some)
     }
 
     /// The whole groups of `keys` (keys without rows are absent).
     pub async fn groups_of(&self, keys: &[i64]) -> Result<SourceBatch> {
-        let rows = sqlx::query(&self.keys_sql)
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("reading source rows"))?;
-        self.group(&rows)
+        let array = format!(
+            "{{{}}}",
+            keys.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let copy = self
+            .copy(
+                "SELECT set_config('backfill.keys', $1, true)",
+                &[array],
+                &self.keys_sql,
+            )
+            .await?;
+        self.group(&copy)
     }
 
-    fn group(&self, rows: &[PgRow]) -> Result<SourceBatch> {
+    /// Runs `copy` in a transaction after binding `settings`' parameters to
+    /// the settings it reads, with the columns' types checked first.
+    async fn copy(&self, settings: &str, values: &[String], copy: &str) -> Result<CopyOut> {
+        let context = "reading source rows";
+        let mut tx = self.pool.begin().await.map_err(db(context))?;
+        let mut query = sqlx::query(settings);
+        for value in values {
+            query = query.bind(value);
+        }
+        query.execute(&mut *tx).await.map_err(db(context))?;
+        // The describe locks the table (ACCESS SHARE) until the transaction
+        // ends: its columns cannot change type before the COPY has run.
+        let statement = (&mut *tx)
+            .prepare(&self.describe_sql)
+            .await
+            .map_err(db(context))?;
+        check_types(statement.columns().iter().map(Column::type_info))
+            .map_err(db("decoding a source row"))?;
+        let hint = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
+        let mut data = Vec::with_capacity(hint + hint / 8);
+        {
+            let mut stream = tx.copy_out_raw(copy).await.map_err(db(context))?;
+            while let Some(chunk) = stream.try_next().await.map_err(db(context))? {
+                data.extend_from_slice(&chunk);
+            }
+        }
+        tx.commit().await.map_err(db(context))?;
+        self.last_size
+            .store(data.len(), std::sync::atomic::Ordering::Relaxed);
+        CopyOut::parse(data, COLUMNS.len())
+            .map_err(|message| db(context)(sqlx::Error::Protocol(message)))
+    }
+
+    fn group(&self, copy: &CopyOut) -> Result<SourceBatch> {
         let mut batch = SourceBatch {
             groups: Vec::new(),
-            rows: rows.len(),
+            rows: copy.len(),
         };
         // In (key, id) order before decoding: sorting the small tuples, not
         // the decoded rows, which are hundreds of bytes each, and holding no
         // second copy of the batch.
-        let mut order = rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let id: i64 = get(row, 0, i == 0).map_err(db("decoding a source row"))?;
-                let key: i64 = get(row, 1, i == 0).map_err(db("decoding a source row"))?;
+        let mut order = (0..copy.len())
+            .map(|i| {
+                let mut fields = copy.fields(i);
+                let id = self.required(&mut fields, 0, None, copy_out::int8)?;
+                let key = self.required(&mut fields, 1, Some(id), copy_out::int8)?;
                 Ok((key, id, i))
             })
             .collect::<Result<Vec<_>>>()?;
         order.sort_unstable();
-        // Every row of a result has the result's column types: checked once,
-        // on the first row decoded (null or not), then read without the
-        // check (decision 67: sqlx's check per value was a tenth of the
-        // reader's time).
-        for (n, (_, _, i)) in order.into_iter().enumerate() {
-            let row = self.decode(&rows[i], n == 0)?;
+        for (_, _, i) in order {
+            let row = self.decode(copy.fields(i))?;
             match batch.groups.last_mut() {
                 Some((key, group)) if *key == row.collector_result_id => group.push(row),
                 _ => batch.groups.push((row.collector_result_id, vec![row])),
@@ -254,67 +346,89 @@ impl SourceReader {
         Ok(batch)
     }
 
-    fn decode(&self, row: &PgRow, check: bool) -> Result<SourceRow> {
-        let id: i64 = get(row, 0, check).map_err(db("decoding a source row"))?;
-        let decimal = |index: usize, column: &'static str| -> Result<Option<Decimal>> {
-            let text: Option<String> =
-                get(row, index, check).map_err(db("decoding a source row"))?;
-            text.map(|value| {
-                value.parse().map_err(|_| Error::InvalidSourceValue {
-                    table: self.table.to_string(),
-                    column,
-                    row_id: id,
-                    value,
-                })
-            })
+    /// A value that does not decode, named with its row and column.
+    fn invalid(&self, index: usize, row_id: Option<i64>, value: String) -> Error {
+        match row_id {
+            Some(row_id) => Error::InvalidSourceValue {
+                table: self.table.to_string(),
+                column: COLUMNS[index].expression.trim_end_matches("::text"),
+                row_id,
+                value,
+            },
+            // Without an id to name (the id itself is unreadable).
+            None => db("decoding a source row")(sqlx::Error::Protocol(format!(
+                "{}.{}: {value}",
+                self.table, COLUMNS[index].expression
+            ))),
+        }
+    }
+
+    /// The next field, which may be NULL.
+    fn optional<T>(
+        &self,
+        fields: &mut Fields<'_>,
+        index: usize,
+        row_id: Option<i64>,
+        decode: fn(&[u8]) -> std::result::Result<T, String>,
+    ) -> Result<Option<T>> {
+        fields
+            .next_field()
+            .map(decode)
             .transpose()
+            .map_err(|message| self.invalid(index, row_id, message))
+    }
+
+    /// The next field, which must not be NULL.
+    fn required<T>(
+        &self,
+        fields: &mut Fields<'_>,
+        index: usize,
+        row_id: Option<i64>,
+        decode: fn(&[u8]) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        self.optional(fields, index, row_id, decode)?
+            .ok_or_else(|| self.invalid(index, row_id, "NULL in a column read as NOT NULL".into()))
+    }
+
+    fn decode(&self, mut f: Fields<'_>) -> Result<SourceRow> {
+        let id = self.required(&mut f, 0, None, copy_out::int8)?;
+        let row = Some(id);
+        let decimal = |f: &mut Fields<'_>, index: usize| -> Result<Option<Decimal>> {
+            self.optional(f, index, row, copy_out::text)?
+                .map(|value| value.parse().map_err(|_| self.invalid(index, row, value)))
+                .transpose()
         };
-        let json = |index: usize| -> Result<Option<Json>> {
-            let text: Option<String> =
-                get(row, index, check).map_err(db("decoding a source row"))?;
-            Ok(text.map(Json))
+        let json = |f: &mut Fields<'_>, index: usize| -> Result<Option<Json>> {
+            Ok(self.optional(f, index, row, copy_out::text)?.map(Json))
         };
         Ok(SourceRow {
             id,
-            collector_result_id: get(row, 1, check).map_err(db("decoding a source row"))?,
-            brand_id: get(row, 2, check).map_err(db("decoding a source row"))?,
-            customer_id: get(row, 3, check).map_err(db("decoding a source row"))?,
-            query_id: get(row, 4, check).map_err(db("decoding a source row"))?,
-            collector_type: get(row, 5, check).map_err(db("decoding a source row"))?,
-            competitor_name: get(row, 6, check).map_err(db("decoding a source row"))?,
-            brand_first_position: get(row, 7, check).map_err(db("decoding a source row"))?,
-            competitor_positions: get(row, 8, check).map_err(db("decoding a source row"))?,
-            total_brand_mentions: get(row, 9, check).map_err(db("decoding a source row"))?,
-            competitor_mentions: get(row, 10, check).map_err(db("decoding a source row"))?,
-            visibility_index: decimal(11, "visibility_index")?,
-            visibility_index_competitor: decimal(12, "visibility_index_competitor")?,
-            share_of_answers_brand: decimal(13, "share_of_answers_brand")?,
-            share_of_answers_competitor: decimal(14, "share_of_answers_competitor")?,
-            has_brand_presence: get(row, 15, check).map_err(db("decoding a source row"))?,
-            topic: get(row, 16, check).map_err(db("decoding a source row"))?,
-            sentiment_label: get(row, 17, check).map_err(db("decoding a source row"))?,
-            sentiment_score: decimal(18, "sentiment_score")?,
-            sentiment_label_competitor: get(row, 19, check).map_err(db("decoding a source row"))?,
-            sentiment_score_competitor: decimal(20, "sentiment_score_competitor")?,
-            sentiment_positive_sentences: json(21)?,
-            sentiment_negative_sentences: json(22)?,
-            sentiment_positive_sentences_competitor: json(23)?,
-            sentiment_negative_sentences_competitor: json(24)?,
-            processed_at: get::<PgTimestamp>(row, 25, check)
-                .map_err(|e| match e {
-                    sqlx::Error::ColumnDecode { source, .. } => Error::InvalidSourceValue {
-                        table: self.table.to_string(),
-                        column: "processed_at",
-                        row_id: id,
-                        value: source.to_string(),
-                    },
-                    other => Error::Database {
-                        context: "decoding a source row",
-                        source: other,
-                    },
-                })?
-                .0,
-            metadata: json(26)?,
+            collector_result_id: self.required(&mut f, 1, row, copy_out::int8)?,
+            brand_id: self.required(&mut f, 2, row, copy_out::uuid)?,
+            customer_id: self.optional(&mut f, 3, row, copy_out::uuid)?,
+            query_id: self.required(&mut f, 4, row, copy_out::uuid)?,
+            collector_type: self.required(&mut f, 5, row, copy_out::text)?,
+            competitor_name: self.optional(&mut f, 6, row, copy_out::text)?,
+            brand_first_position: self.optional(&mut f, 7, row, copy_out::int4)?,
+            competitor_positions: self.optional(&mut f, 8, row, copy_out::int4_array)?,
+            total_brand_mentions: self.optional(&mut f, 9, row, copy_out::int4)?,
+            competitor_mentions: self.optional(&mut f, 10, row, copy_out::int4)?,
+            visibility_index: decimal(&mut f, 11)?,
+            visibility_index_competitor: decimal(&mut f, 12)?,
+            share_of_answers_brand: decimal(&mut f, 13)?,
+            share_of_answers_competitor: decimal(&mut f, 14)?,
+            has_brand_presence: self.required(&mut f, 15, row, copy_out::boolean)?,
+            topic: self.optional(&mut f, 16, row, copy_out::text)?,
+            sentiment_label: self.optional(&mut f, 17, row, copy_out::text)?,
+            sentiment_score: decimal(&mut f, 18)?,
+            sentiment_label_competitor: self.optional(&mut f, 19, row, copy_out::text)?,
+            sentiment_score_competitor: decimal(&mut f, 20)?,
+            sentiment_positive_sentences: json(&mut f, 21)?,
+            sentiment_negative_sentences: json(&mut f, 22)?,
+            sentiment_positive_sentences_competitor: json(&mut f, 23)?,
+            sentiment_negative_sentences_competitor: json(&mut f, 24)?,
+            processed_at: self.required(&mut f, 25, row, timestamp::from_binary)?,
+            metadata: json(&mut f, 26)?,
         })
     }
 

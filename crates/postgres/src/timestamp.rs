@@ -43,19 +43,24 @@ impl Decode<'_, Postgres> for PgTimestamp {
         if value.format() != PgValueFormat::Binary {
             return Err("a timestamptz arrived as text; the reader expects binary results".into());
         }
-        let bytes: [u8; 8] = value
-            .as_bytes()?
-            .try_into()
-            .map_err(|_| "a binary timestamptz is not 8 bytes")?;
-        let since_2000 = i64::from_be_bytes(bytes);
-        if since_2000 == i64::MAX || since_2000 == i64::MIN {
-            return Err("the timestamp is infinite (±infinity has no instant to migrate)".into());
-        }
-        since_2000
-            .checked_add(POSTGRES_EPOCH_MICROS)
-            .map(|micros| Self(Timestamp(micros)))
-            .ok_or_else(|| "the timestamp is out of range".into())
+        Ok(Self(from_binary(value.as_bytes()?)?))
     }
+}
+
+/// A binary `timestamptz` (microseconds since 2000-01-01) as [`Timestamp`];
+/// ±infinity and out-of-range values are errors saying so.
+pub(crate) fn from_binary(bytes: &[u8]) -> Result<Timestamp, String> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| "a binary timestamptz is not 8 bytes".to_owned())?;
+    let since_2000 = i64::from_be_bytes(bytes);
+    if since_2000 == i64::MAX || since_2000 == i64::MIN {
+        return Err("the timestamp is infinite (±infinity has no instant to migrate)".into());
+    }
+    since_2000
+        .checked_add(POSTGRES_EPOCH_MICROS)
+        .map(Timestamp)
+        .ok_or_else(|| "the timestamp is out of range".into())
 }
 
 impl Encode<'_, Postgres> for PgTimestamp {

@@ -1,0 +1,294 @@
+//! Binary `COPY … TO STDOUT`: the source reader's way of reading rows.
+//!
+//! Why: the source read carries every column of every row, and sqlx's row
+//! path builds a `PgRow` per row and resolves and clones type information
+//! per value; in a profile of the initial load at 5M rows, decoding rows
+//! that way was a fifth of the client's time (docs/performance.md, run L).
+//! COPY's binary stream carries the same bytes (the types' send functions)
+//! without a message per row, and is read here field by field in place.
+//!
+//! The stream carries no column types: the reader checks them from a
+//! describe of the same `SELECT`, in the same transaction as the COPY (the
+//! describe's lock on the table keeps its columns' types until the COPY has
+//! run). The decoders below check every length, so bytes of another type
+//! are an error, never a misread value.
+
+/// Signature of the binary COPY format.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// A binary COPY result, held whole, with where each tuple starts.
+#[derive(Debug)]
+pub(crate) struct CopyOut {
+    data: Vec<u8>,
+    /// Offset of each tuple's first field (after its field count).
+    tuples: Vec<usize>,
+}
+
+impl CopyOut {
+    /// Checks the framing of `data` (header, every tuple of `columns` fields
+    /// within bounds, the trailer) and indexes its tuples.
+    pub(crate) fn parse(data: Vec<u8>, columns: usize) -> Result<Self, String> {
+        let mut at = 0;
+        let header = take(&data, &mut at, SIGNATURE.len() + 8)?;
+        if &header[..SIGNATURE.len()] != SIGNATURE {
+            return Err("the COPY stream does not start with the binary signature".into());
+        }
+        let extension = be_u32(&header[SIGNATURE.len() + 4..]);
+        take(
+            &data,
+            &mut at,
+            usize::try_from(extension).unwrap_or(usize::MAX),
+        )?;
+        let mut tuples = Vec::new();
+        loop {
+            let count = i16::from_be_bytes(take(&data, &mut at, 2)?.try_into().unwrap_or([0; 2]));
+            if count == -1 {
+                break;
+            }
+            if usize::try_from(count).ok() != Some(columns) {
+                return Err(format!(
+                    "a COPY tuple has {count} fields where {columns} were expected"
+                ));
+            }
+            tuples.push(at);
+            for _ in 0..columns {
+                let len = i32::from_be_bytes(take(&data, &mut at, 4)?.try_into().unwrap_or([0; 4]));
+                if len >= 0 {
+                    take(&data, &mut at, usize::try_from(len).unwrap_or(usize::MAX))?;
+                } else if len != -1 {
+                    return Err(format!("a COPY field has length {len}"));
+                }
+            }
+        }
+        Ok(Self { data, tuples })
+    }
+
+    /// Number of tuples.
+    pub(crate) fn len(&self) -> usize {
+        self.tuples.len()
+    }
+
+    /// Tuple `index`'s fields, in order.
+    pub(crate) fn fields(&self, index: usize) -> Fields<'_> {
+        Fields {
+            data: &self.data,
+            at: self.tuples[index],
+        }
+    }
+}
+
+/// A cursor over one tuple's fields (framing already checked by `parse`).
+pub(crate) struct Fields<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The next field's bytes, `None` for NULL.
+    pub(crate) fn next_field(&mut self) -> Option<&'a [u8]> {
+        let len = i32::from_be_bytes(self.data[self.at..self.at + 4].try_into().unwrap_or([0; 4]));
+        self.at += 4;
+        let len = usize::try_from(len).ok()?;
+        let value = &self.data[self.at..self.at + len];
+        self.at += len;
+        Some(value)
+    }
+}
+
+fn take<'a>(data: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], String> {
+    let end = at
+        .checked_add(len)
+        .filter(|end| *end <= data.len())
+        .ok_or("the COPY stream ends inside a tuple")?;
+    let bytes = &data[*at..end];
+    *at = end;
+    Ok(bytes)
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes(bytes[..4].try_into().unwrap_or([0; 4]))
+}
+
+/// A fixed-size value: exactly `N` bytes.
+fn fixed<const N: usize>(bytes: &[u8], type_name: &str) -> Result<[u8; N], String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("a binary {type_name} is {} bytes, not {N}", bytes.len()))
+}
+
+/// `int8`.
+pub(crate) fn int8(bytes: &[u8]) -> Result<i64, String> {
+    fixed::<8>(bytes, "int8").map(i64::from_be_bytes)
+}
+
+/// `int4`.
+pub(crate) fn int4(bytes: &[u8]) -> Result<i32, String> {
+    fixed::<4>(bytes, "int4").map(i32::from_be_bytes)
+}
+
+/// `bool`.
+pub(crate) fn boolean(bytes: &[u8]) -> Result<bool, String> {
+    fixed::<1>(bytes, "bool").map(|[b]| b != 0)
+}
+
+/// `uuid`.
+pub(crate) fn uuid(bytes: &[u8]) -> Result<uuid::Uuid, String> {
+    fixed::<16>(bytes, "uuid").map(uuid::Uuid::from_bytes)
+}
+
+/// `text` (and the other string types): UTF-8, as the connection's
+/// client encoding makes it.
+pub(crate) fn text(bytes: &[u8]) -> Result<String, String> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| format!("the text is not UTF-8: {e}"))
+}
+
+/// A one-dimensional `int4[]` with nullable elements, as sqlx reads one:
+/// an empty array has no dimensions; more than one dimension, or a lower
+/// bound other than 1, is refused.
+pub(crate) fn int4_array(bytes: &[u8]) -> Result<Vec<Option<i32>>, String> {
+    let mut at = 0;
+    let word = |at: &mut usize| -> Result<i32, String> {
+        take(bytes, at, 4).map(|b| i32::from_be_bytes(b.try_into().unwrap_or([0; 4])))
+    };
+    let dimensions = word(&mut at)?;
+    let _has_nulls = word(&mut at)?;
+    let element_type = word(&mut at)?;
+    if dimensions == 0 {
+        return Ok(Vec::new());
+    }
+    if dimensions != 1 {
+        return Err(format!(
+            "an array of {dimensions} dimensions; only one-dimensional arrays are read"
+        ));
+    }
+    // int4's oid is 23 in every Postgres.
+    if element_type != 23 {
+        return Err(format!(
+            "an array of elements of type oid {element_type}, not int4"
+        ));
+    }
+    let len = usize::try_from(word(&mut at)?).map_err(|_| "a negative array length")?;
+    let lower = word(&mut at)?;
+    if lower != 1 {
+        return Err(format!(
+            "an array with a lower bound of {lower}; only arrays starting at 1 are read"
+        ));
+    }
+    let mut elements = Vec::with_capacity(len.min(bytes.len() / 4));
+    for _ in 0..len {
+        let element_len = word(&mut at)?;
+        if element_len == -1 {
+            elements.push(None);
+        } else {
+            let element = take(bytes, &mut at, usize::try_from(element_len).unwrap_or(0))?;
+            elements.push(Some(int4(element)?));
+        }
+    }
+    if at != bytes.len() {
+        return Err("an int4[] with bytes after its last element".into());
+    }
+    Ok(elements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(tuples: &[&[Option<&[u8]>]]) -> Vec<u8> {
+        let mut data = SIGNATURE.to_vec();
+        data.extend_from_slice(&[0; 8]);
+        for tuple in tuples {
+            data.extend_from_slice(&i16::try_from(tuple.len()).unwrap().to_be_bytes());
+            for field in *tuple {
+                match field {
+                    Some(bytes) => {
+                        data.extend_from_slice(&i32::try_from(bytes.len()).unwrap().to_be_bytes());
+                        data.extend_from_slice(bytes);
+                    }
+                    None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        data
+    }
+
+    #[test]
+    fn tuples_are_framed_and_read_in_order() {
+        let data = stream(&[&[Some(b"ab"), None], &[Some(b""), Some(b"xyz")]]);
+        let copy = CopyOut::parse(data, 2).unwrap();
+        assert_eq!(copy.len(), 2);
+        let mut first = copy.fields(0);
+        assert_eq!(first.next_field(), Some(&b"ab"[..]));
+        assert_eq!(first.next_field(), None);
+        let mut second = copy.fields(1);
+        assert_eq!(second.next_field(), Some(&b""[..]));
+        assert_eq!(second.next_field(), Some(&b"xyz"[..]));
+    }
+
+    #[test]
+    fn bad_framing_is_an_error_not_a_panic() {
+        let good = stream(&[&[Some(b"abc")]]);
+        assert!(CopyOut::parse(good.clone(), 2)
+            .unwrap_err()
+            .contains("1 fields where 2"));
+        for cut in 0..good.len() - 2 {
+            assert!(CopyOut::parse(good[..cut].to_vec(), 1).is_err(), "{cut}");
+        }
+        let mut wrong = good;
+        wrong[0] = b'X';
+        assert!(CopyOut::parse(wrong, 1).is_err());
+    }
+
+    #[test]
+    fn fixed_size_values_check_their_length() {
+        assert_eq!(int8(&7i64.to_be_bytes()), Ok(7));
+        assert!(int8(&7i32.to_be_bytes())
+            .unwrap_err()
+            .contains("4 bytes, not 8"));
+        assert_eq!(int4(&(-3i32).to_be_bytes()), Ok(-3));
+        assert_eq!(boolean(&[1]), Ok(true));
+        assert!(uuid(&[0; 15]).is_err());
+        assert!(text(&[0xff]).is_err());
+    }
+
+    fn array(dims: &[(i32, i32)], elements: &[Option<i32>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&i32::try_from(dims.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&23i32.to_be_bytes());
+        for (len, lower) in dims {
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&lower.to_be_bytes());
+        }
+        for e in elements {
+            match e {
+                Some(v) => {
+                    b.extend_from_slice(&4i32.to_be_bytes());
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn int4_arrays_read_as_sqlx_reads_them() {
+        assert_eq!(int4_array(&array(&[], &[])), Ok(vec![]));
+        assert_eq!(
+            int4_array(&array(&[(3, 1)], &[Some(2), None, Some(-1)])),
+            Ok(vec![Some(2), None, Some(-1)])
+        );
+        assert!(int4_array(&array(&[(1, 0)], &[Some(2)]))
+            .unwrap_err()
+            .contains("lower bound of 0"));
+        assert!(int4_array(&array(&[(1, 1), (1, 1)], &[Some(2)]))
+            .unwrap_err()
+            .contains("2 dimensions"));
+        let full = array(&[(2, 1)], &[Some(1), Some(2)]);
+        assert!(int4_array(&full[..full.len() - 1]).is_err());
+    }
+}
