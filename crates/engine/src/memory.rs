@@ -23,6 +23,7 @@ struct SourceData {
     groups: BTreeMap<i64, Vec<SourceRow>>,
     directories: Directories,
     collector_results: BTreeMap<i64, Timestamp>,
+    batches_read: usize,
 }
 
 /// Source rows and directories in memory. Clones share the data, so a test
@@ -71,6 +72,11 @@ impl MemorySource {
     pub fn rows(&self) -> usize {
         self.data().groups.values().map(Vec::len).sum()
     }
+
+    /// Batches `next_batch` has returned so far.
+    pub fn batches_read(&self) -> usize {
+        self.data().batches_read
+    }
 }
 
 impl Source for MemorySource {
@@ -92,7 +98,7 @@ impl Source for MemorySource {
         after: Option<i64>,
         max_keys: usize,
     ) -> Result<Option<SourceBatch>> {
-        let data = self.data();
+        let mut data = self.data();
         let mut batch = SourceBatch::default();
         let from = match (after, range.start) {
             (Some(a), Some(s)) => a.checked_add(1).map(|a| a.max(s)),
@@ -109,7 +115,11 @@ impl Source for MemorySource {
             batch.rows += rows.len();
             batch.groups.push((*key, rows));
         }
-        Ok((!batch.groups.is_empty()).then_some(batch))
+        if batch.groups.is_empty() {
+            return Ok(None);
+        }
+        data.batches_read += 1;
+        Ok(Some(batch))
     }
 
     async fn groups_of(&self, keys: &[i64]) -> Result<SourceBatch> {

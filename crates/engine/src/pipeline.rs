@@ -180,6 +180,16 @@ async fn read<S: Source>(
         if !control.wait_while_paused(&token).await {
             return Ok(false);
         }
+        // A batch is read once the planner has taken the previous one: one
+        // batch being read beside the one being planned, not a third held
+        // ready (peak RSS, decision 69).
+        let permit = tokio::select! {
+            () = token.cancelled() => return Ok(false),
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Ok(false),
+            },
+        };
         let limits = control.limits();
         let next = tokio::select! {
             () = token.cancelled() => return Ok(false),
@@ -191,9 +201,7 @@ async fn read<S: Source>(
         after = batch.last_key();
         let rows = u64::try_from(batch.rows).unwrap_or(u64::MAX);
         let wait = throttle.after_batch(started.elapsed(), rows, limits.max_rows_per_sec);
-        if tx.send(batch).await.is_err() {
-            return Ok(false);
-        }
+        permit.send(batch);
         if !wait.is_zero() {
             control.emit(Event::Waiting(WaitReason::Throttled { wait }));
             if !RunControl::sleep(&token, wait).await {
@@ -220,6 +228,14 @@ async fn plan_stage<S: Source>(
         replace,
     } = stage;
     loop {
+        // Planned once an applier has room for it (as the reader does).
+        let permit = tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Ok(()),
+            },
+        };
         let batch = tokio::select! {
             () = token.cancelled() => return Ok(()),
             batch = rx.recv() => match batch { Some(b) => b, None => return Ok(()) },
@@ -240,9 +256,7 @@ async fn plan_stage<S: Source>(
             rows: planned.summary.source_rows,
             keys: planned.summary.keys_read,
         });
-        if tx.send(planned).await.is_err() {
-            return Ok(());
-        }
+        permit.send(planned);
     }
 }
 
