@@ -145,3 +145,76 @@ async fn groups_of_reads_the_rows_a_batch_read_gives() {
     assert_eq!(some.groups, expected);
     assert!(reader.groups_of(&[]).await.unwrap().groups.is_empty());
 }
+
+/// A reader on one connection, so that every read reuses it.
+async fn one_connection_reader(h: &Harness) -> (SourceReader, sqlx::PgPool) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.db.url)
+        .await
+        .unwrap();
+    (
+        SourceReader::new(pool.clone(), SourceTable::default()),
+        pool,
+    )
+}
+
+/// The types were once checked from a prepared statement, which sqlx caches
+/// per connection: after a first read, a column changed to a type of the
+/// same width (int4 → real) was read as integers from a float's bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_column_type_changed_between_two_reads_is_named_not_misread() {
+    let h = Harness::seeded(10).await;
+    let (reader, _pool) = one_connection_reader(&h).await;
+    let first = reader
+        .next_batch(KeyRange::ALL, None, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::raw_sql("ALTER TABLE extracted_positions ALTER COLUMN brand_first_position TYPE real")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let error = reader
+        .next_batch(KeyRange::ALL, first.last_key(), 5)
+        .await
+        .unwrap_err();
+    let chain = format!("{error:?}");
+    assert!(
+        chain.contains("column 7 is FLOAT4 where INT4 was expected"),
+        "{chain}"
+    );
+}
+
+/// A COPY dropped part-way (a stop cancels the reader) once left the rest
+/// of its reply on the pooled connection, unread and uncounted by sqlx: the
+/// next statements on it got the replies of the ones before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_read_cancelled_midway_leaves_its_connection_in_step() {
+    let h = Harness::seeded(2000).await;
+    let (reader, pool) = one_connection_reader(&h).await;
+    for delay in [1, 2, 3, 5, 8, 12, 20, 30, 50] {
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(delay),
+            reader.next_batch(KeyRange::ALL, None, 2000),
+        )
+        .await;
+        for n in [1i32, 2, 3] {
+            let got: i32 = sqlx::query_scalar("SELECT $1")
+                .bind(n)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("after a read cancelled at {delay} ms: {e}"));
+            assert_eq!(got, n, "after a read cancelled at {delay} ms");
+        }
+        if cancelled.is_ok() {
+            break;
+        }
+    }
+    let whole = reader
+        .next_batch(KeyRange::ALL, None, 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(whole.groups.len(), 2000);
+}

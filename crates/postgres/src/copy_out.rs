@@ -33,6 +33,14 @@ impl CopyOut {
         if &header[..SIGNATURE.len()] != SIGNATURE {
             return Err("the COPY stream does not start with the binary signature".into());
         }
+        // No flag is asked for (bit 16 would add OIDs; bits 0-15 must make
+        // a reader stop, the format says).
+        let flags = be_u32(&header[SIGNATURE.len()..]);
+        if flags != 0 {
+            return Err(format!(
+                "the COPY stream has flags {flags:#x}; none were asked for"
+            ));
+        }
         let extension = be_u32(&header[SIGNATURE.len() + 4..]);
         take(
             &data,
@@ -43,6 +51,9 @@ impl CopyOut {
         loop {
             let count = i16::from_be_bytes(take(&data, &mut at, 2)?.try_into().unwrap_or([0; 2]));
             if count == -1 {
+                if at != data.len() {
+                    return Err("the COPY stream has bytes after its trailer".into());
+                }
                 break;
             }
             if usize::try_from(count).ok() != Some(columns) {
@@ -237,9 +248,17 @@ mod tests {
         for cut in 0..good.len() - 2 {
             assert!(CopyOut::parse(good[..cut].to_vec(), 1).is_err(), "{cut}");
         }
-        let mut wrong = good;
+        let mut wrong = good.clone();
         wrong[0] = b'X';
         assert!(CopyOut::parse(wrong, 1).is_err());
+        let mut flagged = good.clone();
+        flagged[SIGNATURE.len() + 1] = 1; // bit 16: OIDs
+        assert!(CopyOut::parse(flagged, 1).unwrap_err().contains("flags"));
+        let mut longer = good;
+        longer.push(0);
+        assert!(CopyOut::parse(longer, 1)
+            .unwrap_err()
+            .contains("after its trailer"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use backfill_core::{Decimal, Directories, Json, SourceRow};
 use backfill_engine::{KeyRange, Source, SourceBatch};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgTypeInfo, Postgres};
-use sqlx::{Column, Executor, PgPool, Statement, Type};
+use sqlx::{Column, Connection, PgPool, Row, Type};
 use uuid::Uuid;
 
 use crate::copy_out::{self, CopyOut, Fields};
@@ -152,6 +152,17 @@ fn check_types<'c>(columns: impl ExactSizeIterator<Item = &'c PgTypeInfo>) -> sq
     Ok(())
 }
 
+/// What a COPY of the source reads.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    /// The next keys after a bound (`next_batch`).
+    Batch,
+    /// Given keys (`groups_of`).
+    Keys,
+}
+
+const READING: &str = "reading source rows";
+
 /// Reads the source and its directories.
 #[derive(Clone, Debug)]
 pub struct SourceReader {
@@ -189,12 +200,15 @@ impl SourceReader {
         // No ORDER BY: the rows are put in (key, id) order on the client
         // (see `group`), which costs less there than the server's sort of
         // whole wide rows (measured: a third of the read, docs/performance.md).
+        // `(SELECT …)` makes the array an init plan, parsed once whatever
+        // the plan; the cast keeps it an array (not a subquery) for `ANY`.
         let keys_sql = format!(
             "COPY (SELECT {select} FROM {t}
-                    WHERE collector_result_id = ANY(current_setting('backfill.keys')::int8[])
+                    WHERE collector_result_id = ANY((SELECT current_setting('backfill.keys')::int8[])::int8[])
                   ) TO STDOUT (FORMAT binary)"
         );
-        let describe_sql = format!("SELECT {select} FROM {t} LIMIT 0");
+        // One row, all NULL, of the columns' types (see `copy_on`).
+        let describe_sql = format!("SELECT {select} FROM (SELECT 1) AS one LEFT JOIN {t} ON false");
         Self {
             pool,
             table,
@@ -253,12 +267,12 @@ impl SourceReader {
                 "SELECT set_config('backfill.after', $1, true),
                         set_config('backfill.last', $2, true),
                         set_config('backfill.limit', $3, true)",
-                &[
+                vec![
                     after.unwrap_or(i64::MIN).to_string(),
                     last.to_string(),
                     limit.to_string(),
                 ],
-                &self.batch_sql,
+                Read::Batch,
             )
             .await?;
         if copy.len() == 0 {
@@ -279,44 +293,90 @@ impl SourceReader {
         let copy = self
             .copy(
                 "SELECT set_config('backfill.keys', $1, true)",
-                &[array],
-                &self.keys_sql,
+                vec![array],
+                Read::Keys,
             )
             .await?;
         self.group(&copy)
     }
 
-    /// Runs `copy` in a transaction after binding `settings`' parameters to
-    /// the settings it reads, with the columns' types checked first.
-    async fn copy(&self, settings: &str, values: &[String], copy: &str) -> Result<CopyOut> {
-        let context = "reading source rows";
-        let mut tx = self.pool.begin().await.map_err(db(context))?;
+    /// Runs the COPY of `read` in a transaction after binding `values` to
+    /// the settings `settings` sets, with the columns' types checked first.
+    ///
+    /// A COPY dropped part-way leaves the rest of its stream unread on the
+    /// connection, and sqlx 0.8.6 does not count the `ReadyForQuery` it
+    /// still owes: back in the pool, that connection would hand each later
+    /// statement the reply of the one before. So the read runs to its end in
+    /// a task of its own, whatever happens to the caller (a stop cancels the
+    /// reader mid-batch), and a connection whose read failed is closed, not
+    /// pooled.
+    async fn copy(
+        &self,
+        settings: &'static str,
+        values: Vec<String>,
+        read: Read,
+    ) -> Result<CopyOut> {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = this.pool.acquire().await.map_err(db(READING))?;
+            let result = this.copy_on(&mut conn, settings, &values, read).await;
+            if result.is_err() {
+                // Its stream may be part-read.
+                drop(conn.detach());
+            }
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(db(READING)(sqlx::Error::Protocol(
+                "the source read was cancelled with its runtime".into(),
+            ))),
+        }
+    }
+
+    async fn copy_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        settings: &str,
+        values: &[String],
+        read: Read,
+    ) -> Result<CopyOut> {
+        let mut tx = conn.begin().await.map_err(db(READING))?;
         let mut query = sqlx::query(settings);
         for value in values {
             query = query.bind(value);
         }
-        query.execute(&mut *tx).await.map_err(db(context))?;
-        // The describe locks the table (ACCESS SHARE) until the transaction
-        // ends: its columns cannot change type before the COPY has run.
-        let statement = (&mut *tx)
-            .prepare(&self.describe_sql)
+        query.execute(&mut *tx).await.map_err(db(READING))?;
+        // Described afresh every time (not a cached prepared statement, whose
+        // types would be those of the connection's first read): its one row
+        // of NULLs carries the columns' current types, and running it locks
+        // the table (ACCESS SHARE) until this transaction ends, so they
+        // cannot change before the COPY has run.
+        let described = sqlx::query(&self.describe_sql)
+            .persistent(false)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(db(context))?;
-        check_types(statement.columns().iter().map(Column::type_info))
+            .map_err(db(READING))?;
+        check_types(described.columns().iter().map(Column::type_info))
             .map_err(db("decoding a source row"))?;
         let hint = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
         let mut data = Vec::with_capacity(hint + hint / 8);
         {
-            let mut stream = tx.copy_out_raw(copy).await.map_err(db(context))?;
-            while let Some(chunk) = stream.try_next().await.map_err(db(context))? {
+            let sql = match read {
+                Read::Batch => &self.batch_sql,
+                Read::Keys => &self.keys_sql,
+            };
+            let mut stream = tx.copy_out_raw(sql).await.map_err(db(READING))?;
+            while let Some(chunk) = stream.try_next().await.map_err(db(READING))? {
                 data.extend_from_slice(&chunk);
             }
         }
-        tx.commit().await.map_err(db(context))?;
+        tx.commit().await.map_err(db(READING))?;
         self.last_size
             .store(data.len(), std::sync::atomic::Ordering::Relaxed);
         CopyOut::parse(data, COLUMNS.len())
-            .map_err(|message| db(context)(sqlx::Error::Protocol(message)))
+            .map_err(|message| db(READING)(sqlx::Error::Protocol(message)))
     }
 
     fn group(&self, copy: &CopyOut) -> Result<SourceBatch> {
