@@ -65,62 +65,54 @@ async fn a_source_column_of_another_type_is_named_not_misread() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_infinite_processed_at_is_named_with_its_row_and_column() {
+/// Sets one source row's value with `update` (which returns the row's id),
+/// then reads: the read must fail naming that row, `column`, and `reason`.
+async fn a_value_is_named(update: &str, column: &str, reason: &str) {
     let h = Harness::seeded(10).await;
-    let id: i64 = sqlx::query_scalar(
-        "UPDATE extracted_positions SET processed_at = 'infinity'
-          WHERE id = (SELECT max(id) FROM extracted_positions) RETURNING id",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let id: i64 = sqlx::query_scalar(update)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
     let error = reader(&h)
         .next_batch(KeyRange::ALL, None, 100)
         .await
         .unwrap_err();
     match &error {
         backfill_postgres::Error::InvalidSourceValue {
-            column,
+            column: named,
             row_id,
             value,
             ..
         } => {
-            assert_eq!((*column, *row_id), ("processed_at", id));
-            assert!(value.contains("infinite"), "{value}");
+            assert_eq!((*named, *row_id), (column, id));
+            assert!(value.contains(reason), "{value}");
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_processed_at_is_named_with_its_row_and_column() {
+    a_value_is_named(
+        "UPDATE extracted_positions SET processed_at = 'infinity'
+          WHERE id = (SELECT max(id) FROM extracted_positions) RETURNING id",
+        "processed_at",
+        "infinite",
+    )
+    .await;
 }
 
 /// sqlx refused an array not starting at 1 with an error that named neither
 /// row nor column; the COPY reader names both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_array_the_reader_cannot_read_is_named_with_its_row_and_column() {
-    let h = Harness::seeded(10).await;
-    let id: i64 = sqlx::query_scalar(
+    a_value_is_named(
         "UPDATE extracted_positions SET competitor_positions = '[0:1]={1,2}'
           WHERE id = (SELECT min(id) FROM extracted_positions) RETURNING id",
+        "competitor_positions",
+        "lower bound of 0",
     )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
-    let error = reader(&h)
-        .next_batch(KeyRange::ALL, None, 100)
-        .await
-        .unwrap_err();
-    match &error {
-        backfill_postgres::Error::InvalidSourceValue {
-            column,
-            row_id,
-            value,
-            ..
-        } => {
-            assert_eq!((*column, *row_id), ("competitor_positions", id));
-            assert!(value.contains("lower bound of 0"), "{value}");
-        }
-        other => panic!("{other:?}"),
-    }
+    .await;
 }
 
 /// `groups_of` (replay, rescan, drift) reads the same rows as the batch
