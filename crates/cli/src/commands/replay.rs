@@ -30,15 +30,18 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
             );
         }
     }
+    let run = RunId::new_random();
+    let databases = Databases::resolve(cli)?.named("replay", Some(run));
+    // Connecting restores what an interrupted initial load deferred, which
+    // a load killed after deferring but before its pass was journaled
+    // leaves behind with nothing to replay: so before that answer.
+    let (source, target) = databases.pools().await?;
     if journal.keys().next().is_none() && journal.pass().is_none() {
         if !cli.json {
             out!("nothing to replay: the journal holds no planned keys yet (plan or run first)")?;
         }
         return Ok(Exit::Ok);
     }
-    let run = RunId::new_random();
-    let databases = Databases::resolve(cli)?.named("replay", Some(run));
-    let (source, target) = databases.pools().await?;
     context::require_schema(&source, Some(&target), &settings.table).await?;
     if journal.source().is_some() {
         // Replay reads the source to finish a pass or re-plan drifted keys:

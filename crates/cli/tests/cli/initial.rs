@@ -62,6 +62,36 @@ async fn an_initial_load_into_a_non_empty_target_is_exit_2_naming_the_table() {
     assert_eq!(constraints(&db).await, (14, true, 0, 0));
 }
 
+#[tokio::test]
+async fn regression_replay_with_nothing_to_replay_still_restores_deferred_constraints() {
+    // A load killed after deferring its constraints but before its pass was
+    // journaled left a journal with no keys and no pass: `replay` answered
+    // "nothing to replay" before connecting, and the constraints stayed
+    // absent (CI, round 8 of the kill test).
+    let db = seeded(5).await;
+    sqlx::raw_sql("CREATE TABLE archive_empty (LIKE extracted_positions)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A refused run leaves an empty journal behind.
+    backfill(&db, dir.path())
+        .args(["run", "--source-table", "archive_empty"])
+        .assert()
+        .code(2);
+    backfill_postgres::initial::defer(&db.pool).await.unwrap();
+    assert_eq!(constraints(&db).await, (0, false, 5, 16));
+    backfill(&db, dir.path())
+        .arg("replay")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to replay"))
+        .stderr(predicate::str::contains(
+            "restored 16 constraint(s) and index(es)",
+        ));
+    assert_eq!(constraints(&db).await, (14, true, 0, 0));
+}
+
 /// Waits until the load has recorded its deferred constraints (it is then
 /// inside the window where they are absent). `None` if the process ended
 /// first.
@@ -157,14 +187,18 @@ async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and
         if deferred {
             inside += 1;
         }
+        let mut replayed = String::new();
         // The next command restores them before anything else, then resumes.
         // (Killed before the journal existed: nothing was deferred or
         // written, and `replay` says there is no journal.)
         if dir.path().join(backfill_journal::MARKER).exists() {
-            backfill(&db, dir.path())
-                .arg("replay")
-                .assert()
-                .code(predicate::in_iter([0, 1]));
+            let out = backfill(&db, dir.path()).arg("replay").output().unwrap();
+            replayed = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "round {round}: replay exited {:?}: {replayed}",
+                out.status.code()
+            );
         } else {
             assert_eq!(recorded(&db).await, 0, "round {round}");
             backfill(&db, dir.path())
@@ -176,7 +210,7 @@ async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and
         assert_eq!(
             constraints(&db).await,
             (14, true, 0, 0),
-            "round {round}: constraints back and validated, guards and records gone"
+            "round {round}: constraints back and validated, guards and records gone; replay said: {replayed}"
         );
         backfill(&db, dir.path())
             .args(["run", "--batch-size", "40"])
