@@ -95,7 +95,7 @@ async fn verify_reports_a_flipped_journal_byte() {
         db.insert(k, v).unwrap();
         db.flush().unwrap();
     }
-    let journal = Journal::open(dir.path()).unwrap();
+    let journal = std::sync::Arc::new(Journal::open(dir.path()).unwrap());
     let report = audit::verify(&journal, &h.db.pool, 10).await.unwrap();
     assert!(!report.is_ok());
     let problem = report

@@ -396,12 +396,17 @@ impl SourceReader {
             })
             .collect::<Result<Vec<_>>>()?;
         order.sort_unstable();
-        for (_, _, i) in order {
-            let row = self.decode(copy.fields(i))?;
-            match batch.groups.last_mut() {
-                Some((key, group)) if *key == row.collector_result_id => group.push(row),
-                _ => batch.groups.push((row.collector_result_id, vec![row])),
+        // Each group's vector at its exact size: grown by doubling, they held
+        // a fifth of the client's peak heap in a 5M-row load.
+        batch
+            .groups
+            .reserve_exact(order.chunk_by(|a, b| a.0 == b.0).count());
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut group = Vec::with_capacity(run.len());
+            for &(_, _, i) in run {
+                group.push(self.decode(copy.fields(i))?);
             }
+            batch.groups.push((run[0].0, group));
         }
         Ok(batch)
     }
