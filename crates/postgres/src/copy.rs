@@ -19,6 +19,9 @@ use sqlx::{Encode, Postgres, Transaction};
 /// Signature, flags (no OIDs) and header extension length.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
+/// Bytes per `CopyData` message.
+const SEND_PIECE: usize = 64 << 10;
+
 /// COPY data in binary format for one statement.
 pub(crate) struct CopyData {
     buf: PgArgumentBuffer,
@@ -89,7 +92,11 @@ impl CopyData {
     ) -> Result<u64, sqlx::Error> {
         self.buf.extend_from_slice(&(-1_i16).to_be_bytes());
         let mut copy = tx.copy_in_raw(statement).await?;
-        copy.send(self.buf.as_slice()).await?;
+        // In pieces: sqlx copies each message into the connection's write
+        // buffer, which keeps the size of the largest message it held.
+        for piece in self.buf.chunks(SEND_PIECE) {
+            copy.send(piece).await?;
+        }
         copy.finish().await
     }
 }
