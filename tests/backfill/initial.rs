@@ -196,6 +196,37 @@ async fn regression_a_restore_right_after_a_kill_waits_for_the_dying_holder_of_t
     assert_eq!(guards(&h).await, 0);
 }
 
+/// Regression (review): `refresh` restored through a one-connection pool,
+/// which the restore's transaction held while it waited for a second
+/// connection until the pool's timeout; the constraints stayed absent.
+#[tokio::test]
+async fn regression_a_restore_through_a_one_connection_pool_is_refused_at_once() {
+    let h = Harness::seeded(5).await;
+    initial::defer(&h.db.pool).await.unwrap();
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.db.url)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = initial::restore(&one, false).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            backfill_postgres::Error::RestorePoolTooSmall { max: 1 }
+        ),
+        "{refused}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(constraints(&h).await.0, 0, "nothing was half done");
+    one.close().await;
+    assert!(matches!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::Constraints(_)
+    ));
+    assert_eq!(constraints(&h).await, (14, true));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
     let h = Harness::seeded(40).await;

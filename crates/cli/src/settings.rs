@@ -180,13 +180,16 @@ impl Databases {
         // lost lock (the lock's own connection leaves the pool), the view
         // and restore checks. Source: the reader and its collector results.
         // One pool serves both when they are one database.
-        let source = self.source.connect(if self.same() { 6 } else { 3 }).await?;
-        let target = if self.same() {
-            source.clone()
-        } else {
-            self.target.connect(6).await?
-        };
+        // The target first, and restored before the source is reached: an
+        // unreachable source must not leave a killed initial load's
+        // constraints absent.
+        let target = self.target.connect(6).await?;
         crate::context::restore_deferred(&target).await?;
+        let source = if self.same() {
+            target.clone()
+        } else {
+            self.source.connect(3).await?
+        };
         Ok((source, target))
     }
 

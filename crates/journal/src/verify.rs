@@ -88,6 +88,29 @@ impl Journal {
     /// # Errors
     /// [`Error::ChainBroken`] with the first bad position.
     pub fn verify_chain(&self) -> Result<ChainReport> {
+        match self.walk_chain(None)? {
+            Some(report) => Ok(report),
+            None => unreachable!("a walk without a stop flag runs to its end"),
+        }
+    }
+
+    /// [`Journal::verify_chain`], ending early (`None`) once `stop` is set:
+    /// checked before each frame, so a caller that gave up on the rest of
+    /// an audit does not wait for the whole log to be hashed.
+    ///
+    /// # Errors
+    /// As [`Journal::verify_chain`], for the part walked.
+    pub fn verify_chain_until(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<ChainReport>> {
+        self.walk_chain(Some(stop))
+    }
+
+    fn walk_chain(
+        &self,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Option<ChainReport>> {
         let (expected_entries, expected_head) = {
             let inner = self.inner();
             (inner.next_seq, inner.head)
@@ -95,6 +118,9 @@ impl Journal {
         let mut prev = Digest::default();
         let mut position = 0u64;
         for item in self.db.scan_prefix([LOG]) {
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Ok(None);
+            }
             let (k, value) = item?;
             crate::store::account(&self.db, &k);
             if frame_first_seq(&k) != position {
@@ -133,10 +159,10 @@ impl Journal {
                 problem: ChainProblem::Truncated { expected_entries },
             });
         }
-        Ok(ChainReport {
+        Ok(Some(ChainReport {
             entries: position,
             head: prev,
-        })
+        }))
     }
 
     /// Replays the whole log through [`fold`] and proves the stored index

@@ -422,6 +422,17 @@ async fn read_chunk(pool: PgPool, keys: Vec<i64>) -> Result<Chunk> {
     Ok((keys, target, ledger_rows))
 }
 
+/// Ends the chain walk when `verify` returns early (an error of the key
+/// checks): a blocking task cannot be cancelled, and the runtime waits for it
+/// before the process exits.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Verifies every applied key, in batches of `batch_size`, plus the ledger
 /// rows naming this journal and the journal's hash chain.
 pub async fn verify(
@@ -433,9 +444,11 @@ pub async fn verify(
     // The walk of the hash chain reads the whole log on one core; the keys'
     // checks need the other core only in part (they wait on the target), so
     // the walk runs beside them rather than first (decision 71).
+    let stop = StopOnDrop(Arc::default());
     let chain = {
         let journal = Arc::clone(journal);
-        tokio::task::spawn_blocking(move || journal.verify_chain())
+        let stop = Arc::clone(&stop.0);
+        tokio::task::spawn_blocking(move || journal.verify_chain_until(&stop))
     };
     let chunk = batch_size.max(1);
     let mut from = None;
@@ -508,10 +521,12 @@ pub async fn verify(
         }
     }
     match chain.await {
-        Ok(Ok(chain)) => report.chain_entries = chain.entries,
+        Ok(Ok(Some(chain))) => report.chain_entries = chain.entries,
+        Ok(Ok(None)) => unreachable!("the walk is stopped only once verify has given up"),
         Ok(Err(err)) => report.chain_problem = Some(err.to_string()),
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
+    drop(stop);
     report.findings.sort_by_key(Finding::key);
     Ok(report)
 }

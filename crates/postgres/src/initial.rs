@@ -296,7 +296,8 @@ const DYING_HOLDER_WAIT: Duration = Duration::from_secs(3);
 /// applier lock (a load in progress) for more than a few seconds.
 /// `holding_lock`: the caller holds it.
 ///
-/// The work is spread over two more connections of `pool` (decision 66):
+/// `pool` needs at least two connections. The work is spread over two more
+/// connections of `pool` when it has them (decision 66):
 /// unique constraints and indexes a table per connection, then the foreign
 /// keys added `NOT VALID` in one transaction and validated a child table per
 /// connection — no two connections ever want the same table's lock. Each
@@ -307,6 +308,10 @@ const DYING_HOLDER_WAIT: Duration = Duration::from_secs(3);
 pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if recorded(pool).await?.is_empty() {
         return Ok(Restored::Nothing);
+    }
+    let max = pool.options().get_max_connections();
+    if max < 2 {
+        return Err(Error::RestorePoolTooSmall { max });
     }
     let mut tx = restore_transaction(pool).await?;
     if !holding_lock {

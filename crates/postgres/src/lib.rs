@@ -79,6 +79,13 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A restore was given a pool it cannot hold its lock and work beside it
+    /// in (it would wait for a connection until the pool's timeout).
+    #[error("restoring the constraints an initial load deferred needs a pool of at least 2 connections (one holds the applier lock while another re-creates them); this pool allows {max}")]
+    RestorePoolTooSmall {
+        /// The pool's `max_connections`.
+        max: u32,
+    },
     /// A record of `backfill.deferred_constraints` that is not what an
     /// initial load writes: it is not executed.
     #[error("backfill.deferred_constraints records {name} on {table} as {definition:?}, which is not a foreign key, unique constraint or plain index as the database writes them: it was not executed; re-create the constraint by hand from ../shared/schema/target.sql and delete the record")]
@@ -166,7 +173,8 @@ impl Error {
             Self::TargetLocked { .. } | Self::LockLost { .. } => ErrorKind::Refused,
             Self::TransactionPooler { .. }
             | Self::TargetNotEmpty { .. }
-            | Self::RestoreConstraint { .. } => ErrorKind::Configuration,
+            | Self::RestoreConstraint { .. }
+            | Self::RestorePoolTooSmall { .. } => ErrorKind::Configuration,
             Self::DeferredRecord { .. } => ErrorKind::Integrity,
             Self::RetriesExhausted { .. } => ErrorKind::Resumable,
             Self::Database { source, .. } => match fault(source) {

@@ -11,7 +11,7 @@ pub async fn run(cli: &Cli) -> Result<Exit> {
     let target = Databases::resolve(cli)?
         .named("refresh", None)
         .target
-        .connect(1)
+        .connect(2) // a restore holds one and works on the other
         .await?;
     crate::context::restore_deferred(&target).await?;
     let concurrent = schema::refresh_view(&target).await?;

@@ -37,7 +37,12 @@ pub async fn run(cli: &Cli, args: &ReplayArgs) -> Result<Exit> {
     // leaves behind with nothing to replay: so before that answer.
     let (source, target) = databases.pools().await?;
     if journal.keys().next().is_none() && journal.pass().is_none() {
-        if !cli.json {
+        if cli.json {
+            out!(
+                "{}",
+                serde_json::json!({ "command": "replay", "nothing_to_replay": true })
+            )?;
+        } else {
             out!("nothing to replay: the journal holds no planned keys yet (plan or run first)")?;
         }
         return Ok(Exit::Ok);

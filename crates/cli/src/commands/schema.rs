@@ -61,7 +61,9 @@ pub async fn run(cli: &Cli, action: &SchemaCommand) -> Result<Exit> {
                 schema::apply(&pool, parts).await?;
             }
             if *target || both {
-                let pool = databases.target.connect(1).await?;
+                // Two: a restore holds one and works on the other.
+                let pool = databases.target.connect(2).await?;
+                crate::context::restore_deferred(&pool).await?;
                 let parts = SchemaParts {
                     source: false,
                     target: true,

@@ -92,6 +92,48 @@ async fn regression_replay_with_nothing_to_replay_still_restores_deferred_constr
     assert_eq!(constraints(&db).await, (14, true, 0, 0));
 }
 
+#[tokio::test]
+async fn regression_refresh_schema_apply_and_an_unreachable_source_still_restore() {
+    // Found by review: `refresh` restored through a one-connection pool and
+    // timed out with the constraints absent; `schema apply --target` wrote
+    // the target without restoring; `pools()` connected the source first, so
+    // an unreachable source kept a reachable target's constraints absent.
+    let db = seeded(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let restored = predicate::str::contains("restored 16 constraint(s) and index(es)");
+
+    backfill_postgres::initial::defer(&db.pool).await.unwrap();
+    backfill(&db, dir.path())
+        .arg("refresh")
+        .timeout(Duration::from_secs(8))
+        .assert()
+        .success()
+        .stderr(restored.clone());
+    assert_eq!(constraints(&db).await, (14, true, 0, 0), "refresh");
+
+    backfill_postgres::initial::defer(&db.pool).await.unwrap();
+    backfill(&db, dir.path())
+        .args(["schema", "apply", "--target"])
+        .assert()
+        .success()
+        .stderr(restored.clone());
+    assert_eq!(constraints(&db).await, (14, true, 0, 0), "schema apply");
+
+    backfill_postgres::initial::defer(&db.pool).await.unwrap();
+    backfill(&db, dir.path())
+        .args(["--source-url", "postgres://postgres@127.0.0.1:1/nowhere"])
+        .args(["--target-url", &db.url])
+        .args(["schema", "check"])
+        .assert()
+        .code(2)
+        .stderr(restored);
+    assert_eq!(
+        constraints(&db).await,
+        (14, true, 0, 0),
+        "unreachable source"
+    );
+}
+
 /// Waits until the load has recorded its deferred constraints (it is then
 /// inside the window where they are absent). `None` if the process ended
 /// first.

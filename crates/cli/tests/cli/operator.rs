@@ -340,6 +340,16 @@ async fn regression_nothing_to_replay_is_said_and_dry_runs_say_would_apply() {
         .assert()
         .success()
         .stdout(predicate::str::contains("nothing to replay"));
+    // And in JSON (it printed nothing).
+    let out = backfill(&db, dir.path())
+        .args(["--json", "replay"])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({ "command": "replay", "nothing_to_replay": true })
+    );
     let journal = dir.path().display().to_string();
     backfill(&db, dir.path())
         .args(["run", "--dry-run"])

@@ -63,6 +63,18 @@ fn a_large_commit_spans_frames_and_every_entry_reads_back() {
     assert_eq!(frames[0].0, 0);
     let journal = Journal::open(dir.path()).unwrap();
     assert_eq!(journal.verify_chain().unwrap().entries, 400);
+    // A walk that may be stopped gives the same report, or none once stopped
+    // (verify stops it when it gives up on the rest of an audit).
+    use std::sync::atomic::AtomicBool;
+    let whole = journal.verify_chain_until(&AtomicBool::new(false)).unwrap();
+    assert_eq!(whole.map(|r| (r.entries, r.head)), {
+        let r = journal.verify_chain().unwrap();
+        Some((r.entries, r.head))
+    });
+    assert!(journal
+        .verify_chain_until(&AtomicBool::new(true))
+        .unwrap()
+        .is_none());
     // Out of order, so that lookups both hit and miss the last frame read.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..200 {
