@@ -396,11 +396,8 @@ impl SourceReader {
             })
             .collect::<Result<Vec<_>>>()?;
         order.sort_unstable();
-        // Each group's vector at its exact size: grown by doubling, they held
-        // a fifth of the client's peak heap in a 5M-row load.
-        batch
-            .groups
-            .reserve_exact(order.chunk_by(|a, b| a.0 == b.0).count());
+        // Each group's vector at its exact size (the sorted keys give it),
+        // not regrown row by row.
         for run in order.chunk_by(|a, b| a.0 == b.0) {
             let mut group = Vec::with_capacity(run.len());
             for &(_, _, i) in run {

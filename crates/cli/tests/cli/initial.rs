@@ -9,7 +9,7 @@ use backfill_postgres::testing::{dump_target, TestDb};
 use predicates::prelude::*;
 use rand::Rng;
 
-use crate::{backfill, seeded, spawn_run, uninterrupted_dump};
+use crate::{backfill, empty_journal, seeded, spawn_run, uninterrupted_dump};
 
 async fn constraints(db: &TestDb) -> (i64, bool, i64, i64) {
     let (n, valid): (i64, bool) = sqlx::query_as(
@@ -69,16 +69,8 @@ async fn regression_replay_with_nothing_to_replay_still_restores_deferred_constr
     // "nothing to replay" before connecting, and the constraints stayed
     // absent (CI, round 8 of the kill test).
     let db = seeded(5).await;
-    sqlx::raw_sql("CREATE TABLE archive_empty (LIKE extracted_positions)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // A refused run leaves an empty journal behind.
-    backfill(&db, dir.path())
-        .args(["run", "--source-table", "archive_empty"])
-        .assert()
-        .code(2);
+    let dir = empty_journal(&db).await;
     backfill_postgres::initial::defer(&db.pool).await.unwrap();
     assert_eq!(constraints(&db).await, (0, false, 5, 16));
     backfill(&db, dir.path())

@@ -36,6 +36,21 @@ async fn seeded(results: i64) -> TestDb {
     db
 }
 
+/// A journal with no keys and no pass, as a refused run leaves it (the
+/// run's source table is empty).
+async fn empty_journal(db: &TestDb) -> tempfile::TempDir {
+    sqlx::raw_sql("CREATE TABLE archive_empty (LIKE extracted_positions)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    backfill(db, dir.path())
+        .args(["run", "--source-table", "archive_empty"])
+        .assert()
+        .code(2);
+    dir
+}
+
 #[test]
 fn no_database_url_is_exit_2_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use assert_cmd::Command;
 use backfill_postgres::testing::TestDb;
 use predicates::prelude::*;
 
-use crate::{backfill, seeded};
+use crate::{backfill, empty_journal, seeded};
 
 #[tokio::test]
 async fn regression_a_refused_run_binds_nothing() {
@@ -325,16 +325,8 @@ async fn regression_nothing_to_replay_is_said_and_dry_runs_say_would_apply() {
     // Replay before plan exited 0 with an empty summary and "next: backfill
     // refresh"; dry runs said "applied".
     let db = seeded(30).await;
-    sqlx::raw_sql("CREATE TABLE archive_empty (LIKE extracted_positions)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // A refused run leaves an empty journal behind.
-    backfill(&db, dir.path())
-        .args(["run", "--source-table", "archive_empty"])
-        .assert()
-        .code(2);
+    let dir = empty_journal(&db).await;
     backfill(&db, dir.path())
         .arg("replay")
         .assert()
