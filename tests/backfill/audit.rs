@@ -72,6 +72,67 @@ async fn verify_names_exactly_the_key_and_what_differs() {
     assert_eq!(report.keys_matching, report.keys_checked - 3);
 }
 
+/// Verify reads a chunk's rows by id ranges (decision 76), not by each id:
+/// a fact moved far from its chunk's block, and another writer's fact (with
+/// a child) sitting inside a chunk's range, change nothing it reports; a
+/// changed value next to them is still named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_by_id_ranges_ignores_rows_in_gaps_and_finds_what_differs() {
+    let h = Harness::seeded(150).await;
+    h.run(batches(40)).await;
+    // Key 50's rows, rewritten under an id far after every other.
+    let old = fact_of(&h, 50).await;
+    exec(
+        &h,
+        &format!(
+            "ALTER TABLE metric_facts DROP CONSTRAINT metric_facts_collector_result_id_key;
+             INSERT INTO metric_facts (id, collector_result_id, brand_id, customer_id, query_id, collector_type,
+                                       topic, collected_at, metadata, created_at)
+             SELECT id + 1000000, collector_result_id, brand_id, customer_id, query_id, collector_type, topic,
+                    collected_at, metadata, created_at FROM metric_facts WHERE id = {old};
+             UPDATE brand_metrics SET metric_fact_id = {old} + 1000000 WHERE metric_fact_id = {old};
+             UPDATE brand_sentiment SET metric_fact_id = {old} + 1000000 WHERE metric_fact_id = {old};
+             UPDATE competitor_metrics SET metric_fact_id = {old} + 1000000 WHERE metric_fact_id = {old};
+             UPDATE competitor_sentiment SET metric_fact_id = {old} + 1000000 WHERE metric_fact_id = {old};
+             DELETE FROM metric_facts WHERE id = {old};
+             ALTER TABLE metric_facts ADD CONSTRAINT metric_facts_collector_result_id_key UNIQUE (collector_result_id);"
+        ),
+    )
+    .await;
+    // Key 60's rows gone, and another writer's fact for a key this journal
+    // never saw, with a child, under key 60's old id: inside the range of
+    // key 60's chunk.
+    let gap = fact_of(&h, 60).await;
+    exec(
+        &h,
+        &format!(
+            "DELETE FROM metric_facts WHERE id = {gap};
+             INSERT INTO collector_results (id, brand_id, collector_type)
+             SELECT 900000, brand_id, collector_type FROM collector_results WHERE id = 60;
+             INSERT INTO metric_facts (id, collector_result_id, brand_id, customer_id, query_id, collector_type,
+                                       collected_at)
+             SELECT {gap}, 900000, brand_id, brand_id, query_id, collector_type, processed_at
+               FROM extracted_positions WHERE collector_result_id = 60 LIMIT 1;
+             INSERT INTO brand_metrics (metric_fact_id) VALUES ({gap});"
+        ),
+    )
+    .await;
+    let changed = fact_of(&h, 61).await;
+    exec(&h, &format!("UPDATE competitor_metrics SET total_mentions = total_mentions + 1 WHERE metric_fact_id = {changed}")).await;
+
+    let report = audit::verify(&h.journal, &h.db.pool, 17).await.unwrap();
+    let keys: Vec<i64> = report.findings.iter().map(Finding::key).collect();
+    assert_eq!(keys, vec![60, 61], "{:?}", report.findings);
+    assert!(matches!(report.findings[0], Finding::Missing { .. }));
+    assert!(
+        matches!(&report.findings[1], Finding::Changed { differs, .. }
+            if differs.iter().all(|d| d == "competitor_metrics.total_mentions")),
+        "{:?}",
+        report.findings[1]
+    );
+    assert_eq!(report.keys_matching, report.keys_checked - 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_a_flipped_journal_byte() {
     let h = Harness::seeded(30).await;

@@ -21,11 +21,13 @@ async fn initial_load(h: &Harness) -> backfill_engine::Summary {
         .unwrap()
 }
 
-/// (foreign keys and unique constraints of the five tables, all validated).
+/// (primary keys, foreign keys and unique constraints of the five tables,
+/// all validated). During a load only `metric_facts`' primary key, which the
+/// children's foreign keys reference, is left.
 async fn constraints(h: &Harness) -> (i64, bool) {
     sqlx::query_as(
         "SELECT count(*), coalesce(bool_and(convalidated), false) FROM pg_constraint
-          WHERE contype IN ('f', 'u') AND conrelid::regclass::text = ANY($1)",
+          WHERE contype IN ('f', 'u', 'p') AND conrelid::regclass::text = ANY($1)",
     )
     .bind(initial::TABLES.map(str::to_owned).to_vec())
     .fetch_one(&h.db.pool)
@@ -63,7 +65,7 @@ async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constra
     let before = constraints(&h).await;
     assert_eq!(
         before,
-        (14, true),
+        (19, true),
         "the contract's foreign keys and unique constraints"
     );
     let summary = initial_load(&h).await;
@@ -104,7 +106,7 @@ async fn a_key_whose_query_is_missing_fails_alone_in_the_initial_load() {
         i64::try_from(applied).unwrap()
     );
     // The constraints came back validated: nothing the load wrote breaks them.
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
     assert_eq!(indexes(&h).await, 2);
 }
 
@@ -112,9 +114,24 @@ async fn a_key_whose_query_is_missing_fails_alone_in_the_initial_load() {
 async fn while_constraints_are_deferred_other_writers_are_refused_until_restored() {
     let h = Harness::seeded(20).await;
     let deferred = initial::defer(&h.db.pool).await.unwrap();
-    assert_eq!(deferred.len(), 16);
+    assert_eq!(deferred.len(), 20);
     assert_eq!(deferred.iter().filter(|d| d.kind == "i").count(), 2);
-    assert_eq!(constraints(&h).await.0, 0);
+    // The children's primary keys; `metric_facts`' one is referenced.
+    let keys: Vec<&str> = deferred
+        .iter()
+        .filter(|d| d.kind == "p")
+        .map(|d| d.table.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "brand_metrics",
+            "brand_sentiment",
+            "competitor_metrics",
+            "competitor_sentiment"
+        ]
+    );
+    assert_eq!(constraints(&h).await.0, 1);
     assert_eq!(indexes(&h).await, 0);
     assert_eq!(guards(&h).await, 5);
     let write = "INSERT INTO metric_facts (collector_result_id, brand_id, customer_id, query_id, collector_type, collected_at)
@@ -144,7 +161,7 @@ async fn while_constraints_are_deferred_other_writers_are_refused_until_restored
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
     assert_eq!(indexes(&h).await, 2);
     assert_eq!(guards(&h).await, 0);
     sqlx::raw_sql(write).execute(&h.db.pool).await.unwrap();
@@ -164,13 +181,13 @@ async fn a_restore_waits_for_a_live_load_that_holds_the_applier_lock() {
         initial::restore(&h.db.pool, false).await.unwrap(),
         Restored::LoadRunning
     );
-    assert_eq!(constraints(&h).await.0, 0);
+    assert_eq!(constraints(&h).await.0, 1);
     sink.unlock().await;
     assert!(matches!(
         initial::restore(&h.db.pool, false).await.unwrap(),
         Restored::Constraints(_)
     ));
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
 }
 
 /// Regression (kill -9 test, CI): right after a load was killed, its
@@ -192,7 +209,7 @@ async fn regression_a_restore_right_after_a_kill_waits_for_the_dying_holder_of_t
         matches!(restored.unwrap(), Restored::Constraints(_)),
         "the restore waited for the lock to be let go"
     );
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
     assert_eq!(guards(&h).await, 0);
 }
 
@@ -218,13 +235,13 @@ async fn regression_a_restore_through_a_one_connection_pool_is_refused_at_once()
         "{refused}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    assert_eq!(constraints(&h).await.0, 0, "nothing was half done");
+    assert_eq!(constraints(&h).await.0, 1, "nothing was half done");
     one.close().await;
     assert!(matches!(
         initial::restore(&h.db.pool, false).await.unwrap(),
         Restored::Constraints(_)
     ));
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +262,7 @@ async fn an_initial_load_into_a_non_empty_target_is_refused_naming_the_table() {
         error.to_string().contains("metric_facts has rows"),
         "{error}"
     );
-    assert_eq!(constraints(&h).await, (14, true), "nothing deferred");
+    assert_eq!(constraints(&h).await, (19, true), "nothing deferred");
     assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
     assert_eq!(guards(&h).await, 0);
 }
@@ -306,7 +323,7 @@ async fn a_recorded_definition_that_is_not_a_constraint_is_refused_not_executed(
     assert_eq!(error.kind(), backfill_postgres::ErrorKind::Integrity);
     assert_eq!(
         initial::recorded(&h.db.pool).await.unwrap().len(),
-        16,
+        20,
         "kept"
     );
 }
@@ -333,7 +350,7 @@ async fn a_recorded_index_that_is_not_a_plain_index_definition_is_refused_not_ex
     );
     assert_eq!(error.kind(), backfill_postgres::ErrorKind::Integrity);
     // Refused before anything ran: nothing re-created, brands still there.
-    assert_eq!(constraints(&h).await.0, 0);
+    assert_eq!(constraints(&h).await.0, 1);
     assert_eq!(count(&h.db.pool, "brands").await, brands);
 }
 
@@ -354,12 +371,13 @@ async fn a_restore_interrupted_midway_is_finished_by_the_next_one() {
     .execute(&h.db.pool)
     .await
     .unwrap();
-    assert_eq!(constraints(&h).await, (2, false));
+    // With `metric_facts`' primary key, which is never deferred.
+    assert_eq!(constraints(&h).await, (3, false));
     match initial::restore(&h.db.pool, false).await.unwrap() {
-        Restored::Constraints(list) => assert_eq!(list.len(), 16),
+        Restored::Constraints(list) => assert_eq!(list.len(), 20),
         other => panic!("{other:?}"),
     }
-    assert_eq!(constraints(&h).await, (14, true));
+    assert_eq!(constraints(&h).await, (19, true));
     assert_eq!(indexes(&h).await, 2);
     assert_eq!(guards(&h).await, 0);
     assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
@@ -405,10 +423,10 @@ async fn regression_a_deferred_constraints_table_of_an_earlier_version_takes_ind
     .execute(&h.db.pool)
     .await
     .unwrap();
-    assert_eq!(initial::defer(&h.db.pool).await.unwrap().len(), 16);
+    assert_eq!(initial::defer(&h.db.pool).await.unwrap().len(), 20);
     assert!(matches!(
         initial::restore(&h.db.pool, false).await.unwrap(),
         Restored::Constraints(_)
     ));
-    assert_eq!((constraints(&h).await, indexes(&h).await), ((14, true), 2));
+    assert_eq!((constraints(&h).await, indexes(&h).await), ((19, true), 2));
 }

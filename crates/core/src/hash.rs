@@ -166,14 +166,35 @@ pub struct SourceInputs<'a> {
     pub resolutions: Vec<(&'a str, Resolution)>,
 }
 
+/// [`domain_hash`] of a value's canonical encoding, encoded into a buffer
+/// this thread keeps: planning hashes two encodings per key, and a fresh
+/// vector grown by doubling cost an allocation and a copy for each step
+/// (decision 75).
+fn hash_encoded<T: Serialize + ?Sized>(
+    domain: &str,
+    mapping_version: u32,
+    value: &T,
+) -> Result<Digest> {
+    /// A buffer grown past this (a key with very many rows) is not kept.
+    const KEEP: usize = 1 << 20;
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let digest =
+            encode_into(value, buffer).map(|()| domain_hash(domain, mapping_version, buffer));
+        if buffer.capacity() > KEEP {
+            *buffer = Vec::new();
+        }
+        digest
+    })
+}
+
 /// `source_hash` (domain `backfill/source/v1`): the hash of the canonical
 /// encoding of [`SourceInputs`] under the given mapping version.
 pub fn source_hash(mapping_version: u32, inputs: &SourceInputs<'_>) -> Result<Digest> {
-    Ok(domain_hash(
-        SOURCE_DOMAIN,
-        mapping_version,
-        &encode(inputs)?,
-    ))
+    hash_encoded(SOURCE_DOMAIN, mapping_version, inputs)
 }
 
 /// `content_hash` (domain `backfill/content/v1`): the hash of the canonical
@@ -181,11 +202,7 @@ pub fn source_hash(mapping_version: u32, inputs: &SourceInputs<'_>) -> Result<Di
 /// mapping version. `journal verify` rebuilds [`Outcome::Migrate`] from the
 /// rows in the target and calls this to compare.
 pub fn content_hash(mapping_version: u32, outcome: &Outcome) -> Result<Digest> {
-    Ok(domain_hash(
-        CONTENT_DOMAIN,
-        mapping_version,
-        &encode(outcome)?,
-    ))
+    hash_encoded(CONTENT_DOMAIN, mapping_version, outcome)
 }
 
 /// The current [`MAPPING_VERSION`]'s content hash of an outcome.

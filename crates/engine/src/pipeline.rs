@@ -64,17 +64,47 @@ async fn commit(journal: &Arc<Journal>, batch: Batch) -> Result<()> {
     blocking(move || journal.commit(batch).map(|_| ()).map_err(Error::from)).await
 }
 
-/// Records a (re)planned event: counted, queued for the sink if it migrates,
-/// appended to the journal batch.
+/// Commits a batch and hands back its planned events (see [`resolve`]).
+async fn commit_planned(journal: &Arc<Journal>, batch: Batch) -> Result<Vec<MigrationEvent>> {
+    let journal = journal.clone();
+    blocking(move || {
+        journal
+            .commit_planned(batch)
+            .map(|(_, events)| events)
+            .map_err(Error::from)
+    })
+    .await
+}
+
+/// A key to apply, in key order: its event, or (`None`) the next migration
+/// among the batch's `Planned` records, which the journal hands back once
+/// they are committed: the applier takes them over instead of a copy.
+type ToApply = Option<MigrationEvent>;
+
+/// The keys to apply: each `None` slot takes the next migration of
+/// `planned` (the batch's `Planned` events, in order; [`record_plan`] pushed
+/// one `None` per migration it recorded).
+fn resolve(slots: Vec<ToApply>, planned: Vec<MigrationEvent>) -> Vec<MigrationEvent> {
+    let mut migrations = planned
+        .into_iter()
+        .filter(|event| matches!(event.outcome, Outcome::Migrate(_)));
+    slots
+        .into_iter()
+        .filter_map(|slot| slot.or_else(|| migrations.next()))
+        .collect()
+}
+
+/// Records a (re)planned event: counted, queued for the sink if it migrates
+/// (as a `None` slot, see [`ToApply`]), appended to the journal batch.
 fn record_plan(
     event: MigrationEvent,
     records: &mut Batch,
-    to_apply: &mut Vec<MigrationEvent>,
+    to_apply: &mut Vec<ToApply>,
     summary: &mut Summary,
 ) {
     summary.keys_planned += 1;
     match &event.outcome {
-        Outcome::Migrate(_) => to_apply.push(event.clone()),
+        Outcome::Migrate(_) => to_apply.push(None),
         Outcome::Skip(r) => summary.count(KeyResult::Skipped(Reason::from(r))),
         Outcome::Reject(r) => summary.count(KeyResult::Rejected(Reason::from(r))),
     }
@@ -112,9 +142,9 @@ fn plan_batch(
                     .as_ref()
                     .is_some_and(|s| s.reason == Some(Reason::ExistingInTarget));
                 match status.map(|s| s.state) {
-                    Some(State::Pending | State::Failed) => events.push(event),
+                    Some(State::Pending | State::Failed) => events.push(Some(event)),
                     // A replace asked for after the fact.
-                    Some(State::Skipped) if replace && conflict => events.push(event),
+                    Some(State::Skipped) if replace && conflict => events.push(Some(event)),
                     _ => {}
                 }
             }
@@ -132,8 +162,11 @@ fn plan_batch(
     if let Some(last) = last_key {
         records.cursor(last);
     }
-    journal.commit(records)?;
-    Ok(Planned { events, summary })
+    let (_, planned) = journal.commit_planned(records)?;
+    Ok(Planned {
+        events: resolve(events, planned),
+        summary,
+    })
 }
 
 /// What the spawned stages of a source pass share.
@@ -522,9 +555,12 @@ impl<S: Source> Engine<S> {
                 let event = plan(*key, rows, &dirs)?;
                 record_plan(event, &mut records, &mut events, summary);
             }
-            if sink.writes() {
-                commit(&self.journal, records).await?;
-            }
+            let planned = if sink.writes() {
+                commit_planned(&self.journal, records).await?
+            } else {
+                records.into_planned()
+            };
+            let events = resolve(events, planned);
             batch_no += 1;
             self.apply_batch(
                 sink,

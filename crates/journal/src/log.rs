@@ -48,6 +48,19 @@ pub(crate) enum Body {
     RunEnded { run: Run },
 }
 
+impl Body {
+    /// The event of a `Planned` record.
+    fn into_planned(self) -> Option<MigrationEvent> {
+        match self {
+            Body::Key {
+                record: Record::Planned { event },
+                ..
+            } => Some(event),
+            _ => None,
+        }
+    }
+}
+
 /// Where the journal's pass over the source stands. A pass reads the source
 /// in key order from the cursor; `Reading` until it reached the end, so a
 /// replay after a kill, a crash or a stop knows to finish it first.
@@ -90,6 +103,15 @@ impl Batch {
             record: Record::Planned { event },
         });
         self
+    }
+
+    /// The events of its `Planned` records, in order (a batch not
+    /// committed: a dry run's).
+    pub fn into_planned(self) -> Vec<MigrationEvent> {
+        self.items
+            .into_iter()
+            .filter_map(Body::into_planned)
+            .collect()
     }
 
     /// Appends a record for a key.
@@ -151,6 +173,23 @@ impl Journal {
     /// if a record would make the log lie (the whole batch is refused), or a
     /// storage error.
     pub fn commit(&self, batch: Batch) -> Result<Receipt> {
+        self.commit_entries(batch).map(|(receipt, _)| receipt)
+    }
+
+    /// Commits like [`Journal::commit`], then hands back the events of the
+    /// batch's `Planned` records, in order: a caller that applies them next
+    /// needs no copy of its own (a deep copy of every key's target rows was
+    /// a tenth of planning's allocations; decision 75).
+    pub fn commit_planned(&self, batch: Batch) -> Result<(Receipt, Vec<MigrationEvent>)> {
+        let (receipt, entries) = self.commit_entries(batch)?;
+        let events = entries
+            .into_iter()
+            .filter_map(|entry| entry.body.into_planned())
+            .collect();
+        Ok((receipt, events))
+    }
+
+    fn commit_entries(&self, batch: Batch) -> Result<(Receipt, Vec<Entry>)> {
         let mut inner = self.inner();
         let first_seq = inner.next_seq;
         let at = now();
@@ -220,10 +259,11 @@ impl Journal {
             inner.pass = batch.pass;
         }
         crate::identity::write_head(&self.dir, seq, &head)?;
-        Ok(Receipt {
+        let receipt = Receipt {
             first_seq,
             next_seq: seq,
-        })
+        };
+        Ok((receipt, entries))
     }
 
     /// The frame holding log position `seq`: (its first position, frame).

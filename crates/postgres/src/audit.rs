@@ -95,25 +95,64 @@ fn metrics(
     })
 }
 
-/// Reads the target rows of `keys` back (five set-based queries) and
-/// rebuilds them in canonical form. Keys without a fact are absent.
+/// The widest gap between two ids that one range of [`id_ranges`] spans:
+/// the ids in such a gap are read and dropped.
+const MAX_GAP: i64 = 8;
+
+/// Ids (any order, repeats allowed) as the inclusive ranges `(lows, highs)`
+/// that cover them, each spanning gaps of at most [`MAX_GAP`] ids.
+///
+/// Why: a chunk's keys, and the ids of their facts, are nearly consecutive
+/// (batches write them in blocks), and an index scan of a range costs a
+/// fraction of one descent per id that `= ANY($1)` makes (PostgreSQL 15):
+/// 3.5 of 6.2 ms for a chunk's `competitor_metrics` (decision 76). Rows of
+/// other ids inside a range are left out by the caller.
+pub fn id_ranges(ids: impl IntoIterator<Item = i64>) -> (Vec<i64>, Vec<i64>) {
+    let mut sorted: Vec<i64> = ids.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (mut lows, mut highs) = (Vec::new(), Vec::<i64>::new());
+    for id in sorted {
+        match highs.last_mut() {
+            Some(high) if id.saturating_sub(*high) <= MAX_GAP => *high = id,
+            _ => {
+                lows.push(id);
+                highs.push(id);
+            }
+        }
+    }
+    (lows, highs)
+}
+
+/// Reads the target rows of `keys` back (five set-based queries over
+/// [`id_ranges`]) and rebuilds them in canonical form. Keys without a fact
+/// are absent.
 pub async fn read_back(
     conn: &mut sqlx::PgConnection,
     keys: &[i64],
 ) -> Result<HashMap<i64, ReadBack>> {
     let sql = format!(
-        "SELECT id, collector_result_id, brand_id, customer_id, query_id, collector_type, topic, {}, metadata::text, {}
-           FROM metric_facts WHERE collector_result_id = ANY($1)",
-        micros("collected_at"),
-        micros("created_at")
+        "SELECT m.id, m.collector_result_id, m.brand_id, m.customer_id, m.query_id, m.collector_type, m.topic,
+                {}, m.metadata::text, {}
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN metric_facts m ON m.collector_result_id BETWEEN r.lo AND r.hi",
+        micros("m.collected_at"),
+        micros("m.created_at")
     );
+    let wanted: std::collections::HashSet<i64> = keys.iter().copied().collect();
+    let (lows, highs) = id_ranges(keys.iter().copied());
     let facts = sqlx::query(&sql)
-        .bind(keys)
+        .bind(&lows)
+        .bind(&highs)
         .fetch_all(&mut *conn)
         .await
         .map_err(db("reading metric_facts back"))?;
     let mut by_fact: HashMap<i64, (i64, Fact)> = HashMap::new();
     for row in &facts {
+        let key: i64 = row.try_get(1).map_err(db("decoding metric_facts"))?;
+        if !wanted.contains(&key) {
+            continue;
+        }
         let e = db("decoding metric_facts");
         let fact_id: i64 = row.try_get(0).map_err(db("decoding metric_facts"))?;
         let fact = Fact {
@@ -132,46 +171,66 @@ pub async fn read_back(
         };
         by_fact.insert(fact_id, (fact.collector_result_id, fact));
     }
-    let fact_ids: Vec<i64> = by_fact.keys().copied().collect();
+    let (lows, highs) = id_ranges(by_fact.keys().copied());
+    // A child row of a fact outside this chunk (inside a range's gap).
+    let other = |id: &i64| !by_fact.contains_key(id);
 
     let mut brand_metrics: HashMap<i64, std::result::Result<Metrics, String>> = HashMap::new();
     for row in sqlx::query(
-        "SELECT metric_fact_id, visibility_index::text, share_of_answers::text, total_mentions, product_mentions,
-                first_position, has_presence FROM brand_metrics WHERE metric_fact_id = ANY($1)",
+        "SELECT c.metric_fact_id, c.visibility_index::text, c.share_of_answers::text, c.total_mentions,
+                c.product_mentions, c.first_position, c.has_presence
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN brand_metrics c ON c.metric_fact_id BETWEEN r.lo AND r.hi",
     )
-    .bind(&fact_ids)
+    .bind(&lows)
+    .bind(&highs)
     .fetch_all(&mut *conn)
     .await
     .map_err(db("reading brand_metrics back"))?
     {
         let id: i64 = row.try_get(0).map_err(db("decoding brand_metrics"))?;
+        if other(&id) {
+            continue;
+        }
         brand_metrics.insert(id, metrics(&row, 1, "brand_metrics"));
     }
     let mut brand_sentiment: HashMap<i64, std::result::Result<Sentiment, String>> = HashMap::new();
     for row in sqlx::query(
-        "SELECT metric_fact_id, NULL::uuid, sentiment_label, sentiment_score::text, positive_sentences::text,
-                negative_sentences::text FROM brand_sentiment WHERE metric_fact_id = ANY($1)",
+        "SELECT c.metric_fact_id, NULL::uuid, c.sentiment_label, c.sentiment_score::text,
+                c.positive_sentences::text, c.negative_sentences::text
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN brand_sentiment c ON c.metric_fact_id BETWEEN r.lo AND r.hi",
     )
-    .bind(&fact_ids)
+    .bind(&lows)
+    .bind(&highs)
     .fetch_all(&mut *conn)
     .await
     .map_err(db("reading brand_sentiment back"))?
     {
         let id: i64 = row.try_get(0).map_err(db("decoding brand_sentiment"))?;
+        if other(&id) {
+            continue;
+        }
         brand_sentiment.insert(id, sentiment(&row, "brand_sentiment"));
     }
     let mut competitors: HashMap<i64, BTreeMap<Uuid, std::result::Result<CompetitorRows, String>>> =
         HashMap::new();
     for row in sqlx::query(
-        "SELECT metric_fact_id, competitor_id, visibility_index::text, share_of_answers::text, total_mentions,
-                product_mentions, first_position, has_presence FROM competitor_metrics WHERE metric_fact_id = ANY($1)",
+        "SELECT c.metric_fact_id, c.competitor_id, c.visibility_index::text, c.share_of_answers::text,
+                c.total_mentions, c.product_mentions, c.first_position, c.has_presence
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN competitor_metrics c ON c.metric_fact_id BETWEEN r.lo AND r.hi",
     )
-    .bind(&fact_ids)
+    .bind(&lows)
+    .bind(&highs)
     .fetch_all(&mut *conn)
     .await
     .map_err(db("reading competitor_metrics back"))?
     {
         let id: i64 = row.try_get(0).map_err(db("decoding competitor_metrics"))?;
+        if other(&id) {
+            continue;
+        }
         let competitor_id: Uuid = row.try_get(1).map_err(db("decoding competitor_metrics"))?;
         let rows = metrics(&row, 2, "competitor_metrics").map(|metrics| CompetitorRows {
             competitor_id,
@@ -182,18 +241,31 @@ pub async fn read_back(
     }
     let mut orphan_sentiments: HashMap<i64, String> = HashMap::new();
     for row in sqlx::query(
-        "SELECT metric_fact_id, competitor_id, sentiment_label, sentiment_score::text, positive_sentences::text,
-                negative_sentences::text FROM competitor_sentiment WHERE metric_fact_id = ANY($1)",
+        "SELECT c.metric_fact_id, c.competitor_id, c.sentiment_label, c.sentiment_score::text,
+                c.positive_sentences::text, c.negative_sentences::text
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN competitor_sentiment c ON c.metric_fact_id BETWEEN r.lo AND r.hi",
     )
-    .bind(&fact_ids)
+    .bind(&lows)
+    .bind(&highs)
     .fetch_all(&mut *conn)
     .await
     .map_err(db("reading competitor_sentiment back"))?
     {
-        let id: i64 = row.try_get(0).map_err(db("decoding competitor_sentiment"))?;
-        let competitor_id: Uuid = row.try_get(1).map_err(db("decoding competitor_sentiment"))?;
+        let id: i64 = row
+            .try_get(0)
+            .map_err(db("decoding competitor_sentiment"))?;
+        if other(&id) {
+            continue;
+        }
+        let competitor_id: Uuid = row
+            .try_get(1)
+            .map_err(db("decoding competitor_sentiment"))?;
         let parsed = sentiment(&row, "competitor_sentiment");
-        match competitors.get_mut(&id).and_then(|m| m.get_mut(&competitor_id)) {
+        match competitors
+            .get_mut(&id)
+            .and_then(|m| m.get_mut(&competitor_id))
+        {
             Some(Ok(rows)) => match parsed {
                 Ok(s) => rows.sentiment = Some(s),
                 Err(problem) => {
@@ -202,7 +274,10 @@ pub async fn read_back(
             },
             Some(Err(_)) => {}
             None => {
-                orphan_sentiments.insert(id, format!("competitor_sentiment for {competitor_id} without competitor_metrics"));
+                orphan_sentiments.insert(
+                    id,
+                    format!("competitor_sentiment for {competitor_id} without competitor_metrics"),
+                );
             }
         }
     }
@@ -247,15 +322,21 @@ pub async fn read_back(
 
 /// The ledger rows of `keys`.
 pub async fn ledger(pool: &PgPool, keys: &[i64]) -> Result<HashMap<i64, LedgerRow>> {
+    let (lows, highs) = id_ranges(keys.iter().copied());
     let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT collector_result_id, journal_id, content_hash FROM backfill.ledger WHERE collector_result_id = ANY($1)",
+        "SELECT l.collector_result_id, l.journal_id, l.content_hash
+           FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+           JOIN backfill.ledger l ON l.collector_result_id BETWEEN r.lo AND r.hi",
     )
-    .bind(keys)
+    .bind(&lows)
+    .bind(&highs)
     .fetch_all(pool)
     .await
     .map_err(db("reading backfill.ledger"))?;
+    let wanted: std::collections::HashSet<i64> = keys.iter().copied().collect();
     Ok(rows
         .into_iter()
+        .filter(|(key, ..)| wanted.contains(key))
         .map(|(key, journal_id, hash)| {
             let content_hash = <[u8; 32]>::try_from(hash).ok().map(Digest);
             (
@@ -690,4 +771,35 @@ pub async fn rollback(
         journal.commit(records)?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{id_ranges, MAX_GAP};
+
+    #[test]
+    fn ranges_cover_every_id_and_span_only_small_gaps() {
+        assert_eq!(id_ranges([]), (vec![], vec![]));
+        assert_eq!(id_ranges([5, 3, 4, 4]), (vec![3], vec![5]));
+        // A gap of MAX_GAP is spanned, one more is not.
+        assert_eq!(id_ranges([1, 1 + MAX_GAP]), (vec![1], vec![1 + MAX_GAP]));
+        assert_eq!(
+            id_ranges([1, 2 + MAX_GAP, 100, i64::MAX, i64::MIN]),
+            (
+                vec![i64::MIN, 1, 2 + MAX_GAP, 100, i64::MAX],
+                vec![i64::MIN, 1, 2 + MAX_GAP, 100, i64::MAX]
+            )
+        );
+        let ids = [7, 90, 91, 95, 300, 301, 1_000_000];
+        let (lows, highs) = id_ranges(ids);
+        for id in ids {
+            assert!(lows
+                .iter()
+                .zip(&highs)
+                .any(|(lo, hi)| (*lo..=*hi).contains(&id)));
+        }
+        for window in lows.iter().zip(&highs).collect::<Vec<_>>().windows(2) {
+            assert!(window[1].0 - window[0].1 > MAX_GAP, "{window:?}");
+        }
+    }
 }

@@ -54,7 +54,8 @@ pub struct Deferred {
     pub name: String,
     /// `pg_get_constraintdef` of it (`pg_get_indexdef` for an index).
     pub definition: String,
-    /// `f` (foreign key), `u` (unique) or `i` (a plain index).
+    /// `f` (foreign key), `u` (unique), `p` (a primary key no foreign key
+    /// references) or `i` (a plain index).
     pub kind: String,
 }
 
@@ -80,11 +81,12 @@ CREATE TABLE IF NOT EXISTS backfill.deferred_constraints (
   deferred_at     timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (table_name, constraint_name)
 );
--- Plain indexes ('i') are deferred too since decision 63; a table created
--- by an earlier version allows only 'f' and 'u'.
+-- Plain indexes ('i') are deferred too since decision 63, unreferenced
+-- primary keys ('p') since decision 74; a table created by an earlier
+-- version allows fewer kinds.
 ALTER TABLE backfill.deferred_constraints DROP CONSTRAINT IF EXISTS deferred_constraints_kind_check;
 ALTER TABLE backfill.deferred_constraints ADD CONSTRAINT deferred_constraints_kind_check
-  CHECK (kind IN ('f', 'u', 'i'));
+  CHECK (kind IN ('f', 'u', 'i', 'p'));
 CREATE OR REPLACE FUNCTION backfill.refuse_during_initial_load() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -129,18 +131,24 @@ async fn require_empty_in(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     Ok(())
 }
 
-/// The foreign keys, unique constraints and plain (non-unique) indexes of
-/// the five tables. Primary keys stay: the children's foreign keys need
-/// `metric_facts`' one. Plain indexes are deferred because keeping one up to
-/// date row by row costs several times what building it once at the end
-/// does (decision 63: 1.7–2.4 s against 0.54 s for
-/// `idx_competitor_metrics_competitor` over 654k rows).
+/// The foreign keys, unique constraints, plain (non-unique) indexes and
+/// unreferenced primary keys of the five tables. A primary key that a
+/// foreign key references stays (`metric_facts`' one: the children's keys
+/// need it, and a key from outside the five tables could not be dropped
+/// without dropping that key too). Indexes and the children's primary keys
+/// are deferred because keeping one up to date row by row costs several
+/// times what building it once at the end does (decision 63: 1.7–2.4 s
+/// against 0.54 s for `idx_competitor_metrics_competitor` over 654k rows;
+/// decision 74: 1.22 s against 0.70–0.84 s plus a 0.19 s build for
+/// `competitor_metrics_pkey`).
 pub async fn constraints(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Deferred>> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT t.name, c.conname::text, pg_get_constraintdef(c.oid), c.contype::text
            FROM unnest($1::text[]) AS t(name)
            JOIN pg_constraint c ON c.conrelid = to_regclass(t.name)
           WHERE c.contype IN ('f', 'u')
+             OR (c.contype = 'p' AND NOT EXISTS (
+                   SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' AND r.conindid = c.conindid))
          UNION ALL
          SELECT t.name, ic.relname::text, pg_get_indexdef(i.indexrelid), 'i'
            FROM unnest($1::text[]) AS t(name)
@@ -212,7 +220,7 @@ pub async fn defer(pool: &PgPool) -> Result<Vec<Deferred>> {
     for d in deferred.iter().filter(|d| d.kind == "f") {
         drop_constraint(&mut tx, d).await?;
     }
-    for d in deferred.iter().filter(|d| d.kind == "u") {
+    for d in deferred.iter().filter(|d| d.kind == "u" || d.kind == "p") {
         drop_constraint(&mut tx, d).await?;
     }
     for d in deferred.iter().filter(|d| d.kind == "i") {
@@ -349,14 +357,16 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     if deferred.is_empty() {
         return Ok(Restored::Nothing);
     }
-    // Only what `defer` records is executed: a foreign key or a unique
-    // constraint, as `pg_get_constraintdef` writes them, or a plain index as
+    // Only what `defer` records is executed: a foreign key, a unique
+    // constraint or a primary key, as `pg_get_constraintdef` writes them, or
+    // a plain index as
     // `pg_get_indexdef` does (one statement: no `;`). Checked for every
     // record before any runs.
     for d in &deferred {
         let shape = match d.kind.as_str() {
             "f" => "FOREIGN KEY (",
             "u" => "UNIQUE (",
+            "p" => "PRIMARY KEY (",
             "i" => "CREATE INDEX ",
             _ => "",
         };
@@ -374,7 +384,8 @@ pub async fn restore(pool: &PgPool, holding_lock: bool) -> Result<Restored> {
     }
     let sizes = table_sizes(pool).await?;
 
-    // 1. Unique constraints and indexes, a table per connection.
+    // 1. Unique constraints, primary keys and indexes, a table per
+    // connection.
     let builds = by_table(
         deferred
             .iter()

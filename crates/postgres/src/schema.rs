@@ -419,9 +419,14 @@ pub async fn check_target(pool: &PgPool) -> Result<SchemaReport> {
     Ok(SchemaReport { missing })
 }
 
-/// The contract's foreign keys and unique constraints on the five target
-/// tables: (table, kind `f`/`u`, columns, referenced table).
+/// The contract's primary keys, foreign keys and unique constraints on the
+/// five target tables: (table, kind `p`/`f`/`u`, columns, referenced table).
 const CONTRACT_CONSTRAINTS: &[(&str, &str, &[&str], &str)] = &[
+    ("metric_facts", "p", &["id"], ""),
+    ("brand_metrics", "p", &["id"], ""),
+    ("brand_sentiment", "p", &["id"], ""),
+    ("competitor_metrics", "p", &["id"], ""),
+    ("competitor_sentiment", "p", &["id"], ""),
     ("metric_facts", "u", &["collector_result_id"], ""),
     (
         "metric_facts",
@@ -479,7 +484,7 @@ const CONTRACT_INDEXES: &[(&str, &[&str])] = &[
     ("competitor_metrics", &["competitor_id"]),
 ];
 
-/// The contract's foreign keys, unique constraints and indexes the target
+/// The contract's keys, foreign keys, unique constraints and indexes the target
 /// lacks (or has not validated, or whose build failed), whatever their names
 /// (DESIGN §10: `schema check` names any an interrupted initial load left
 /// absent). Tables that are missing altogether are [`check_target`]'s to
@@ -497,7 +502,7 @@ pub async fn check_constraints(pool: &PgPool) -> Result<Vec<Missing>> {
                 CASE WHEN c.confrelid = 0 THEN '' ELSE c.confrelid::regclass::text END, c.convalidated
            FROM (SELECT DISTINCT unnest($1::text[]) AS name) t
            JOIN pg_constraint c ON c.conrelid = to_regclass(t.name)
-          WHERE c.contype IN ('f', 'u')",
+          WHERE c.contype IN ('f', 'u', 'p')",
     )
     .bind(&tables)
     .fetch_all(pool)
@@ -546,13 +551,13 @@ pub async fn check_constraints(pool: &PgPool) -> Result<Vec<Missing>> {
             t == table && k == kind && cols == columns && r == referenced && *valid
         });
         if !found {
-            let text = if *kind == "f" {
-                format!(
+            let text = match *kind {
+                "f" => format!(
                     "FOREIGN KEY ({}) REFERENCES {referenced}",
                     columns.join(", ")
-                )
-            } else {
-                format!("UNIQUE ({})", columns.join(", "))
+                ),
+                "p" => format!("PRIMARY KEY ({})", columns.join(", ")),
+                _ => format!("UNIQUE ({})", columns.join(", ")),
             };
             missing.push(Missing {
                 constraint: Some(text),

@@ -14,7 +14,7 @@ use crate::{backfill, empty_journal, seeded, spawn_run, uninterrupted_dump};
 async fn constraints(db: &TestDb) -> (i64, bool, i64, i64) {
     let (n, valid): (i64, bool) = sqlx::query_as(
         "SELECT count(*), coalesce(bool_and(convalidated), false) FROM pg_constraint
-          WHERE contype IN ('f', 'u') AND conrelid::regclass::text = ANY($1)",
+          WHERE contype IN ('f', 'u', 'p') AND conrelid::regclass::text = ANY($1)",
     )
     .bind(
         backfill_postgres::initial::TABLES
@@ -59,7 +59,7 @@ async fn an_initial_load_into_a_non_empty_target_is_exit_2_naming_the_table() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("metric_facts has rows"));
-    assert_eq!(constraints(&db).await, (14, true, 0, 0));
+    assert_eq!(constraints(&db).await, (19, true, 0, 0));
 }
 
 #[tokio::test]
@@ -72,16 +72,16 @@ async fn regression_replay_with_nothing_to_replay_still_restores_deferred_constr
     // A refused run leaves an empty journal behind.
     let dir = empty_journal(&db).await;
     backfill_postgres::initial::defer(&db.pool).await.unwrap();
-    assert_eq!(constraints(&db).await, (0, false, 5, 16));
+    assert_eq!(constraints(&db).await, (1, true, 5, 20));
     backfill(&db, dir.path())
         .arg("replay")
         .assert()
         .success()
         .stdout(predicate::str::contains("nothing to replay"))
         .stderr(predicate::str::contains(
-            "restored 16 constraint(s) and index(es)",
+            "restored 20 constraint(s) and index(es)",
         ));
-    assert_eq!(constraints(&db).await, (14, true, 0, 0));
+    assert_eq!(constraints(&db).await, (19, true, 0, 0));
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn regression_refresh_schema_apply_and_an_unreachable_source_still_restore
     // an unreachable source kept a reachable target's constraints absent.
     let db = seeded(5).await;
     let dir = tempfile::tempdir().unwrap();
-    let restored = predicate::str::contains("restored 16 constraint(s) and index(es)");
+    let restored = predicate::str::contains("restored 20 constraint(s) and index(es)");
 
     backfill_postgres::initial::defer(&db.pool).await.unwrap();
     backfill(&db, dir.path())
@@ -101,7 +101,7 @@ async fn regression_refresh_schema_apply_and_an_unreachable_source_still_restore
         .assert()
         .success()
         .stderr(restored.clone());
-    assert_eq!(constraints(&db).await, (14, true, 0, 0), "refresh");
+    assert_eq!(constraints(&db).await, (19, true, 0, 0), "refresh");
 
     backfill_postgres::initial::defer(&db.pool).await.unwrap();
     backfill(&db, dir.path())
@@ -109,7 +109,7 @@ async fn regression_refresh_schema_apply_and_an_unreachable_source_still_restore
         .assert()
         .success()
         .stderr(restored.clone());
-    assert_eq!(constraints(&db).await, (14, true, 0, 0), "schema apply");
+    assert_eq!(constraints(&db).await, (19, true, 0, 0), "schema apply");
 
     backfill_postgres::initial::defer(&db.pool).await.unwrap();
     backfill(&db, dir.path())
@@ -121,7 +121,7 @@ async fn regression_refresh_schema_apply_and_an_unreachable_source_still_restore
         .stderr(restored);
     assert_eq!(
         constraints(&db).await,
-        (14, true, 0, 0),
+        (19, true, 0, 0),
         "unreachable source"
     );
 }
@@ -243,7 +243,7 @@ async fn kill_9_during_an_initial_load_then_replay_restores_every_constraint_and
         }
         assert_eq!(
             constraints(&db).await,
-            (14, true, 0, 0),
+            (19, true, 0, 0),
             "round {round}: constraints back and validated, guards and records gone; replay said: {replayed}"
         );
         backfill(&db, dir.path())
@@ -282,7 +282,16 @@ async fn schema_check_names_the_contract_constraints_a_target_lacks() {
             "another backfill holds this target's applier lock",
         ));
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert_eq!(stdout.matches("  constraint ").count(), 14, "{stdout}");
+    // The children's primary keys too; `metric_facts`' one stays.
+    assert_eq!(stdout.matches("  constraint ").count(), 18, "{stdout}");
+    assert!(
+        stdout.contains("constraint PRIMARY KEY (id) on competitor_metrics"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("constraint PRIMARY KEY (id) on metric_facts"),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("  index ").count(), 2, "{stdout}");
     assert!(
         stdout.contains("index (competitor_id) on competitor_metrics"),
@@ -305,7 +314,7 @@ async fn schema_check_names_the_contract_constraints_a_target_lacks() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "restored 16 constraint(s) and index(es)",
+            "restored 20 constraint(s) and index(es)",
         ));
     // One dropped by hand is named.
     sqlx::raw_sql("ALTER TABLE brand_sentiment DROP CONSTRAINT brand_sentiment_metric_fact_id_key")
