@@ -79,6 +79,91 @@ async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constra
         count(&h.db.pool, "backfill.ledger").await,
         count(&h.db.pool, "metric_facts").await
     );
+    // The ids were given in blocks (decision 74): every sequence ends past
+    // its table's ids, so a later online insert takes a fresh one.
+    for table in initial::TABLES {
+        let past: bool = sqlx::query_scalar(&format!(
+            "SELECT (SELECT last_value FROM {}) >= (SELECT max(id) FROM {table})",
+            sqlx::query_scalar::<_, String>("SELECT pg_get_serial_sequence($1, 'id')")
+                .bind(table)
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap()
+        ))
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        assert!(past, "{table}");
+    }
+}
+
+/// The primary keys other objects depend on stay while loading (decision
+/// 74, found by review): one a foreign key from outside the five tables
+/// names, and one of a table in a publication (whose deletes need it as
+/// replica identity). A table whose `id` default is not its own sequence
+/// keeps its default: it gets no id block and still loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_keys_with_dependents_stay_and_a_foreign_id_default_is_kept() {
+    let online = Harness::seeded(120).await;
+    online.run(batches(40)).await;
+    let expected = dump_target(&online.db.pool).await;
+
+    let h = Harness::seeded(120).await;
+    sqlx::raw_sql(
+        "CREATE TABLE brand_metrics_notes (brand_metric_id bigint REFERENCES brand_metrics (id));
+         CREATE PUBLICATION backfill_test_publication FOR TABLE competitor_sentiment;
+         CREATE SEQUENCE other_ids START 500000;
+         ALTER TABLE brand_sentiment ALTER COLUMN id SET DEFAULT nextval('other_ids');",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let deferred = initial::deferrable(&h.db.pool).await.unwrap();
+    let keys: Vec<&str> = deferred
+        .iter()
+        .filter(|d| d.kind == "p")
+        .map(|d| d.table.as_str())
+        .collect();
+    assert_eq!(keys, ["brand_sentiment", "competitor_metrics"]);
+    initial_load(&h).await;
+    assert_eq!(dump_target(&h.db.pool).await, expected);
+    assert_eq!(constraints(&h).await, (19, true));
+    let min: i64 = sqlx::query_scalar("SELECT min(id) FROM brand_sentiment")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        min >= 500_000,
+        "brand_sentiment took its default's ids: {min}"
+    );
+}
+
+/// Regression (review of decision 74): a table has one primary key, so a
+/// restore that finds one under another name (added by hand after `schema
+/// check` named it missing) keeps it; adding the recorded one failed with
+/// 42P16 every time, and every command restores first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_primary_key_added_by_hand_under_another_name_ends_the_restore() {
+    let h = Harness::seeded(10).await;
+    initial::defer(&h.db.pool).await.unwrap();
+    sqlx::raw_sql("ALTER TABLE competitor_metrics ADD CONSTRAINT by_hand PRIMARY KEY (id)")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        initial::restore(&h.db.pool, false).await.unwrap(),
+        Restored::Constraints(_)
+    ));
+    assert_eq!(constraints(&h).await, (19, true));
+    assert!(initial::recorded(&h.db.pool).await.unwrap().is_empty());
+    let name: String = sqlx::query_scalar(
+        "SELECT conname::text FROM pg_constraint
+          WHERE conrelid = 'competitor_metrics'::regclass AND contype = 'p'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(name, "by_hand");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

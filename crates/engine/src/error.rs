@@ -34,6 +34,19 @@ pub enum Error {
     /// A fail point configured by a test fired (feature `failpoints`).
     #[error("fail point {0} fired")]
     FailPoint(&'static str),
+
+    /// The journal handed back another number of planned migrations than
+    /// planning recorded in the batch (a defect; nothing of the batch is
+    /// applied, and its keys stay pending in the journal).
+    #[error(
+        "the journal handed back {returned} planned migrations where the batch recorded {expected}"
+    )]
+    PlannedMismatch {
+        /// Migrations recorded.
+        expected: usize,
+        /// Migrations handed back.
+        returned: usize,
+    },
 }
 
 impl Error {
@@ -46,6 +59,7 @@ impl Error {
             Self::Core(_) => ErrorKind::Integrity,
             Self::Adapter(e) => e.kind(),
             Self::FailPoint(_) => ErrorKind::Resumable,
+            Self::PlannedMismatch { .. } => ErrorKind::Integrity,
         }
     }
 }

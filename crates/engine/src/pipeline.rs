@@ -84,14 +84,23 @@ type ToApply = Option<MigrationEvent>;
 /// The keys to apply: each `None` slot takes the next migration of
 /// `planned` (the batch's `Planned` events, in order; [`record_plan`] pushed
 /// one `None` per migration it recorded).
-fn resolve(slots: Vec<ToApply>, planned: Vec<MigrationEvent>) -> Vec<MigrationEvent> {
-    let mut migrations = planned
+fn resolve(slots: Vec<ToApply>, planned: Vec<MigrationEvent>) -> Result<Vec<MigrationEvent>> {
+    let migrations: Vec<MigrationEvent> = planned
         .into_iter()
-        .filter(|event| matches!(event.outcome, Outcome::Migrate(_)));
-    slots
+        .filter(|event| matches!(event.outcome, Outcome::Migrate(_)))
+        .collect();
+    let expected = slots.iter().filter(|slot| slot.is_none()).count();
+    if migrations.len() != expected {
+        return Err(Error::PlannedMismatch {
+            expected,
+            returned: migrations.len(),
+        });
+    }
+    let mut migrations = migrations.into_iter();
+    Ok(slots
         .into_iter()
         .filter_map(|slot| slot.or_else(|| migrations.next()))
-        .collect()
+        .collect())
 }
 
 /// Records a (re)planned event: counted, queued for the sink if it migrates
@@ -164,7 +173,7 @@ fn plan_batch(
     }
     let (_, planned) = journal.commit_planned(records)?;
     Ok(Planned {
-        events: resolve(events, planned),
+        events: resolve(events, planned)?,
         summary,
     })
 }
@@ -560,7 +569,7 @@ impl<S: Source> Engine<S> {
             } else {
                 records.into_planned()
             };
-            let events = resolve(events, planned);
+            let events = resolve(events, planned)?;
             batch_no += 1;
             self.apply_batch(
                 sink,
@@ -768,4 +777,54 @@ impl<S: Source> Engine<S> {
 async fn join<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
     task.await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use backfill_core::testing::realistic_group;
+    use backfill_core::{plan, MigrationEvent, Outcome, SkipReason};
+
+    use super::{resolve, ToApply};
+    use crate::Error;
+
+    fn migration(key: i64) -> MigrationEvent {
+        let group = realistic_group(key);
+        plan(key, &group.rows, &group.directories).unwrap()
+    }
+
+    fn skip(key: i64) -> MigrationEvent {
+        MigrationEvent {
+            outcome: Outcome::Skip(SkipReason::NoBrandRow),
+            ..migration(key)
+        }
+    }
+
+    fn keys(events: &[MigrationEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.collector_result_id).collect()
+    }
+
+    #[test]
+    fn planned_migrations_fill_their_slots_in_key_order() {
+        // Keys 1 and 4 planned now, 2 unchanged (still pending), 3 skipped.
+        let slots: Vec<ToApply> = vec![None, Some(migration(2)), None];
+        let planned = vec![migration(1), skip(3), migration(4)];
+        let events = resolve(slots, planned).unwrap();
+        assert_eq!(keys(&events), [1, 2, 4]);
+        assert_eq!(events[0], migration(1));
+    }
+
+    #[test]
+    fn a_count_that_does_not_match_is_an_error_not_a_lost_key() {
+        let slots: Vec<ToApply> = vec![None, None];
+        let error = resolve(slots, vec![migration(1)]).unwrap_err();
+        assert!(matches!(
+            error,
+            Error::PlannedMismatch {
+                expected: 2,
+                returned: 1
+            }
+        ));
+        let error = resolve(vec![None], vec![migration(1), migration(2)]).unwrap_err();
+        assert!(matches!(error, Error::PlannedMismatch { .. }));
+    }
 }

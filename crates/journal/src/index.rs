@@ -100,12 +100,8 @@ pub(crate) fn load_counts(db: &sled::Db, path: &Path) -> Result<Counts> {
 impl Journal {
     pub(crate) fn load_page(&self, page: i64) -> Result<Page> {
         let key = page_key(page);
-        // Not `store::account`ed, unlike frames: a status page is small,
-        // and the frames read beside them (verify) or the writes after them
-        // (a run, whose `insert`s count as accesses too) fill its cache
-        // shard's queue anyway; its 64 lookups were 7 % of verify's client
-        // time (decision 76).
         let value = self.db.get(&key)?;
+        crate::store::account(&self.db, &key);
         match value {
             Some(bytes) => decode_as(|| format!("status page {page}"), &bytes),
             None => Ok(Page::new()),

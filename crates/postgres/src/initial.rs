@@ -1,7 +1,7 @@
 //! The initial load (DESIGN §10): into empty target tables, with their
-//! foreign keys, unique constraints and plain indexes dropped while loading
-//! and re-created (validated) afterwards; the rows go in by binary COPY
-//! (`crate::copy`).
+//! foreign keys, unique constraints, plain indexes and (where nothing else
+//! depends on them) primary keys dropped while loading and re-created
+//! (validated) afterwards; the rows go in by binary COPY (`crate::copy`).
 //!
 //! Why: with the constraints in place, per-row foreign-key checks and
 //! unique-index upkeep are most of the cost of filling empty tables; checking
@@ -132,10 +132,12 @@ async fn require_empty_in(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 }
 
 /// The foreign keys, unique constraints, plain (non-unique) indexes and
-/// unreferenced primary keys of the five tables. A primary key that a
-/// foreign key references stays (`metric_facts`' one: the children's keys
-/// need it, and a key from outside the five tables could not be dropped
-/// without dropping that key too). Indexes and the children's primary keys
+/// primary keys nothing else depends on, of the five tables. A primary key
+/// that a foreign key references stays (`metric_facts`' one, as long as the
+/// children's keys name it; a key from outside the five tables could not be
+/// dropped without dropping that key too), and so does one a view relies
+/// on, one whose index is the replica identity or the clustering index, or
+/// one of a published table. Indexes and the children's primary keys
 /// are deferred because keeping one up to date row by row costs several
 /// times what building it once at the end does (decision 63: 1.7–2.4 s
 /// against 0.54 s for `idx_competitor_metrics_competitor` over 654k rows;
@@ -147,8 +149,20 @@ pub async fn constraints(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Defer
            FROM unnest($1::text[]) AS t(name)
            JOIN pg_constraint c ON c.conrelid = to_regclass(t.name)
           WHERE c.contype IN ('f', 'u')
-             OR (c.contype = 'p' AND NOT EXISTS (
-                   SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' AND r.conindid = c.conindid))
+             OR (c.contype = 'p'
+                 -- Nothing but the table depends on it: no foreign key
+                 -- names it, no view relies on it, its index is not the
+                 -- replica identity or the clustering one, and the table is
+                 -- in no publication (a delete there needs an identity).
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint r
+                                  WHERE r.contype = 'f' AND r.conindid = c.conindid)
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                  WHERE d.refclassid = 'pg_constraint'::regclass AND d.refobjid = c.oid
+                                    AND d.deptype = 'n')
+                 AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = c.conindid
+                                    AND (i.indisreplident OR i.indisclustered))
+                 AND NOT EXISTS (SELECT 1 FROM pg_publication_tables p
+                                  WHERE format('%I.%I', p.schemaname, p.tablename)::regclass = c.conrelid))
          UNION ALL
          SELECT t.name, ic.relname::text, pg_get_indexdef(i.indexrelid), 'i'
            FROM unnest($1::text[]) AS t(name)
@@ -480,15 +494,21 @@ struct State {
 }
 
 async fn state_of(tx: &mut Transaction<'_, Postgres>, d: &Deferred) -> Result<State> {
+    // A table has one primary key: one under another name (added by hand
+    // after `schema check` named it missing) is the one recorded, and
+    // adding the recorded one would fail for good.
     let (present, validated): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)
              OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                         WHERE i.indrelid = to_regclass($1) AND c.relname = $2),
+                         WHERE i.indrelid = to_regclass($1) AND c.relname = $2)
+             OR ($3 = 'p' AND EXISTS (SELECT 1 FROM pg_constraint
+                                       WHERE conrelid = to_regclass($1) AND contype = 'p')),
                 coalesce((SELECT convalidated FROM pg_constraint
                            WHERE conrelid = to_regclass($1) AND conname = $2), true)",
     )
     .bind(&d.table)
     .bind(&d.name)
+    .bind(&d.kind)
     .fetch_one(&mut **tx)
     .await
     .map_err(db("looking up a constraint"))?;
@@ -511,7 +531,7 @@ async fn table_sizes(pool: &PgPool) -> Result<Vec<(String, i64)>> {
 
 /// One statement of a restore, in its own transaction.
 enum Job<'a> {
-    /// A unique constraint or an index.
+    /// A unique constraint, a primary key or an index.
     Create(&'a Deferred),
     /// A foreign key, not validated yet.
     AddNotValid(&'a Deferred),

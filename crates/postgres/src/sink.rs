@@ -657,10 +657,20 @@ fn numeric(value: backfill_core::Numeric52) -> rust_decimal::Decimal {
     rust_decimal::Decimal::new(i64::from(value.hundredths()), 2)
 }
 
+/// The five tables, in the order `copy_rows` takes their id blocks.
+const ID_TABLES: [&str; 5] = [
+    "metric_facts",
+    "brand_metrics",
+    "brand_sentiment",
+    "competitor_metrics",
+    "competitor_sentiment",
+];
+
 /// The initial load's writes: binary COPY into the five tables (crate::copy,
-/// decision 64). Nothing else writes them (the guard) and they have no
-/// unique index, so every fact is written; its id is taken from the
-/// sequence first, so that the children can name it without a `RETURNING`.
+/// decision 64). Nothing else writes them (the guard) and their unique
+/// constraints are deferred, so every fact is written; its id is taken from
+/// the sequence first, so that the children can name it without a
+/// `RETURNING`, and so are the children's (decision 74).
 async fn copy_rows(
     tx: &mut Transaction<'_, Postgres>,
     events: &[&MigrationEvent],
@@ -676,8 +686,11 @@ async fn copy_rows(
     // COPY of the facts). `setval` is not atomic with the `nextval` before
     // it, so this process's appliers take turns (the mutex their lock slot
     // is in); no other session writes the five tables during the load (the
-    // guard), and the primary keys, validated when the load restores them
-    // (`metric_facts`' one stays), would refuse an id given twice.
+    // guard), and the primary keys, validated when the load restores them,
+    // would refuse an id given twice. A table whose `id` default is not
+    // `nextval` of its own serial sequence with increment 1 gets no block:
+    // its column default gives its ids, as online. `metric_facts` needs one
+    // (its ids link the children).
     let sentiments = |r: &&TargetRows| {
         r.competitors
             .iter()
@@ -691,54 +704,90 @@ async fn copy_rows(
         rows.iter().map(|r| r.competitors.len()).sum(),
         rows.iter().map(sentiments).sum(),
     ];
-    let tables = [
-        "metric_facts",
-        "brand_metrics",
-        "brand_sentiment",
-        "competitor_metrics",
-        "competitor_sentiment",
-    ];
     let counts: Vec<i64> = counts
         .iter()
         .map(|&n| i64::try_from(n))
         .collect::<Result<_, _>>()
         .map_err(|_| sqlx::Error::Protocol("a batch of more than 2^63 rows".into()))?;
-    let lasts: Vec<(String, i64)> = {
+    let lasts: Vec<(String, Option<i64>)> = {
         let _turn = serial.lock().await;
         sqlx::query_as(
-            "SELECT u.t, setval(q.s, nextval(q.s) + u.n - 1)
-               FROM unnest($1::text[], $2::int8[]) AS u(t, n),
-                    LATERAL (SELECT pg_get_serial_sequence(u.t, 'id')::regclass AS s) q
+            "SELECT u.t, CASE WHEN q.own THEN setval(q.s, nextval(q.s) + u.n - 1) END
+               FROM unnest($1::text[], $2::int8[]) AS u(t, n)
+               LEFT JOIN LATERAL (
+                 SELECT s.seqrelid::regclass AS s,
+                        s.seqincrement = 1 AND EXISTS (
+                          SELECT 1 FROM pg_attrdef ad
+                            JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+                           WHERE ad.adrelid = to_regclass(u.t) AND a.attname = 'id'
+                             AND pg_get_expr(ad.adbin, ad.adrelid)
+                                 = format('nextval(%L::regclass)', s.seqrelid::regclass)) AS own
+                   FROM pg_sequence s
+                  WHERE s.seqrelid = pg_get_serial_sequence(u.t, 'id')::regclass) q ON true
               WHERE u.n > 0",
         )
-        .bind(tables.map(str::to_owned).to_vec())
+        .bind(ID_TABLES.map(str::to_owned).to_vec())
         .bind(&counts)
         .fetch_all(&mut **tx)
         .await?
     };
-    // The next id of each table's block.
-    let mut next = [0i64; 5];
-    for (i, (table, n)) in tables.iter().zip(&counts).enumerate() {
-        if *n > 0 {
-            let last = lasts
-                .iter()
-                .find(|(t, _)| t == table)
-                .map(|(_, last)| *last)
-                .ok_or_else(|| sqlx::Error::Protocol(format!("no id block for {table}")))?;
-            next[i] = last - n + 1;
+    // The next id of each table's block (`None`: the column default).
+    let mut next: [Option<i64>; 5] = [None; 5];
+    for ((slot, table), n) in next.iter_mut().zip(ID_TABLES).zip(&counts) {
+        if let Some(last) = lasts
+            .iter()
+            .find(|(t, _)| t == table)
+            .and_then(|(_, last)| *last)
+        {
+            *slot = Some(last - n + 1);
         }
     }
-    let mut take = |i: usize| {
-        let id = next[i];
-        next[i] += 1;
-        id
+    if next[0].is_none() && counts[0] > 0 {
+        return Err(sqlx::Error::Protocol(
+            "metric_facts.id does not take its values from its own sequence (nextval, increment 1), \
+             which the initial load needs to link the child rows: load without --initial-load"
+                .into(),
+        ));
+    }
+    let has_block = next.map(|n| n.is_some());
+    let first_fact = next[0].unwrap_or_default();
+    // Writes table `i`'s next id, if it has a block.
+    let mut id_of = |data: &mut CopyData, i: usize| -> Result<(), sqlx::Error> {
+        if let Some(id) = next[i].as_mut() {
+            data.value(&*id)?;
+            *id += 1;
+        }
+        Ok(())
     };
+    let with_id = |i: usize| i16::from(has_block[i]);
+    let columns = |i: usize, rest: &str| {
+        let id = if has_block[i] { "id, " } else { "" };
+        format!(
+            "COPY {} ({id}{rest}) FROM STDIN (FORMAT binary)",
+            ID_TABLES[i]
+        )
+    };
+    let statements = [1, 2, 3, 4].map(|i| {
+        columns(
+            i,
+            [
+                "",
+                "metric_fact_id, visibility_index, share_of_answers, total_mentions, product_mentions, \
+                 first_position, has_presence",
+                "metric_fact_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences",
+                "metric_fact_id, competitor_id, visibility_index, share_of_answers, total_mentions, \
+                 product_mentions, first_position, has_presence",
+                "metric_fact_id, competitor_id, sentiment_label, sentiment_score, positive_sentences, \
+                 negative_sentences",
+            ][i],
+        )
+    });
 
     let mut facts = CopyData::new(10);
-    let mut brand = CopyData::new(8);
-    let mut brand_sentiment = CopyData::new(6);
-    let mut competitors = CopyData::new(9);
-    let mut competitor_sentiment = CopyData::new(7);
+    let mut brand = CopyData::new(7 + with_id(1));
+    let mut brand_sentiment = CopyData::new(5 + with_id(2));
+    let mut competitors = CopyData::new(8 + with_id(3));
+    let mut competitor_sentiment = CopyData::new(6 + with_id(4));
     let (mut any_brand_sentiment, mut any_competitor, mut any_competitor_sentiment) =
         (false, false, false);
     let metrics = |data: &mut CopyData, m: &backfill_core::Metrics| {
@@ -755,8 +804,8 @@ async fn copy_rows(
         data.jsonb(Some(s.positive_sentences.as_str()))?;
         data.jsonb(Some(s.negative_sentences.as_str()))
     };
-    for r in &rows {
-        let id = &take(0);
+    for (fact_id, r) in (first_fact..).zip(&rows) {
+        let id = &fact_id;
         let f = &r.fact;
         facts.row();
         facts.value(id)?;
@@ -771,27 +820,27 @@ async fn copy_rows(
         facts.value(&PgTimestamp(f.created_at))?;
 
         brand.row();
-        brand.value(&take(1))?;
+        id_of(&mut brand, 1)?;
         brand.value(id)?;
         metrics(&mut brand, &r.brand_metrics)?;
         if let Some(s) = &r.brand_sentiment {
             any_brand_sentiment = true;
             brand_sentiment.row();
-            brand_sentiment.value(&take(2))?;
+            id_of(&mut brand_sentiment, 2)?;
             brand_sentiment.value(id)?;
             sentiment(&mut brand_sentiment, s)?;
         }
         for c in &r.competitors {
             any_competitor = true;
             competitors.row();
-            competitors.value(&take(3))?;
+            id_of(&mut competitors, 3)?;
             competitors.value(id)?;
             competitors.value(&c.competitor_id)?;
             metrics(&mut competitors, &c.metrics)?;
             if let Some(s) = &c.sentiment {
                 any_competitor_sentiment = true;
                 competitor_sentiment.row();
-                competitor_sentiment.value(&take(4))?;
+                id_of(&mut competitor_sentiment, 4)?;
                 competitor_sentiment.value(id)?;
                 competitor_sentiment.value(&c.competitor_id)?;
                 sentiment(&mut competitor_sentiment, s)?;
@@ -805,40 +854,15 @@ async fn copy_rows(
                                 topic, collected_at, metadata, created_at) FROM STDIN (FORMAT binary)",
         )
         .await?;
-    brand
-        .send(
-            tx,
-            "COPY brand_metrics (id, metric_fact_id, visibility_index, share_of_answers, total_mentions,
-                                 product_mentions, first_position, has_presence) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
+    brand.send(tx, &statements[0]).await?;
     if any_brand_sentiment {
-        brand_sentiment
-            .send(
-                tx,
-                "COPY brand_sentiment (id, metric_fact_id, sentiment_label, sentiment_score,
-                                       positive_sentences, negative_sentences) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
+        brand_sentiment.send(tx, &statements[1]).await?;
     }
     if any_competitor {
-        competitors
-            .send(
-                tx,
-                "COPY competitor_metrics (id, metric_fact_id, competitor_id, visibility_index, share_of_answers,
-                                          total_mentions, product_mentions, first_position, has_presence)
-                   FROM STDIN (FORMAT binary)",
-            )
-            .await?;
+        competitors.send(tx, &statements[2]).await?;
     }
     if any_competitor_sentiment {
-        competitor_sentiment
-            .send(
-                tx,
-                "COPY competitor_sentiment (id, metric_fact_id, competitor_id, sentiment_label, sentiment_score,
-                                            positive_sentences, negative_sentences) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
+        competitor_sentiment.send(tx, &statements[3]).await?;
     }
     Ok(rows.iter().map(|r| r.fact.collector_result_id).collect())
 }
