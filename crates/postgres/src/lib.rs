@@ -15,6 +15,7 @@ mod copy_out;
 pub mod demo;
 pub mod initial;
 pub mod lock;
+pub mod ranges;
 pub mod schema;
 pub mod sink;
 pub mod source;

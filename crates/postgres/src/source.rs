@@ -519,14 +519,22 @@ impl SourceReader {
     /// Replaces the directories' collector results with those of `keys`.
     pub async fn load_collector_results(&self, dirs: &mut Directories, keys: &[i64]) -> Result<()> {
         dirs.clear_collector_results();
-        let rows: Vec<(i64, PgTimestamp)> =
-            sqlx::query_as("SELECT id, created_at FROM collector_results WHERE id = ANY($1)")
-                .bind(keys)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("loading collector_results"))?;
+        // By ranges: a batch's keys are nearly consecutive (decision 76).
+        let (lows, highs) = crate::ranges::id_ranges(keys.iter().copied());
+        let rows: Vec<(i64, PgTimestamp)> = sqlx::query_as(
+            "SELECT c.id, c.created_at FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi)
+               JOIN collector_results c ON c.id BETWEEN r.lo AND r.hi",
+        )
+        .bind(&lows)
+        .bind(&highs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("loading collector_results"))?;
+        let wanted: std::collections::HashSet<i64> = keys.iter().copied().collect();
         for (id, created_at) in rows {
-            dirs.add_collector_result(id, created_at.0);
+            if wanted.contains(&id) {
+                dirs.add_collector_result(id, created_at.0);
+            }
         }
         Ok(())
     }
