@@ -138,6 +138,35 @@ async fn primary_keys_with_dependents_stay_and_a_foreign_id_default_is_kept() {
     );
 }
 
+/// `metric_facts` takes its ids in blocks from its own sequence (its ids
+/// link the children): a target whose `id` default is something else is
+/// refused before anything is deferred (review of decision 74).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_fact_ids_are_not_their_own_sequences_is_refused_before_deferring() {
+    let h = Harness::seeded(10).await;
+    sqlx::raw_sql(
+        "CREATE SEQUENCE other_fact_ids;
+         ALTER TABLE metric_facts ALTER COLUMN id SET DEFAULT nextval('other_fact_ids') + 0;",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let error = h
+        .engine(batches(40))
+        .execute(BACKFILL, &mut h.sink().initial_load())
+        .await
+        .into_result()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("metric_facts.id's default"),
+        "{error}"
+    );
+    assert_eq!(error.kind(), backfill_engine::ErrorKind::Configuration);
+    assert_eq!(constraints(&h).await, (19, true));
+    assert_eq!(guards(&h).await, 0);
+    assert_eq!(count(&h.db.pool, "metric_facts").await, 0);
+}
+
 /// Regression (review of decision 74): a table has one primary key, so a
 /// restore that finds one under another name (added by hand after `schema
 /// check` named it missing) keeps it; adding the recorded one failed with

@@ -51,6 +51,9 @@ struct Planned {
     events: Vec<MigrationEvent>,
     /// What planning counted.
     summary: Summary,
+    /// Why `events` is empty though the batch was recorded ([`resolve`]):
+    /// the pass stops once the batch's counts are taken.
+    defect: Option<Error>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -172,9 +175,19 @@ fn plan_batch(
         records.cursor(last);
     }
     let (_, planned) = journal.commit_planned(records)?;
-    Ok(Planned {
-        events: resolve(events, planned)?,
-        summary,
+    // The batch is in the journal: its counts go on even if its events
+    // cannot be handed on (its keys stay pending for the next replay).
+    Ok(match resolve(events, planned) {
+        Ok(events) => Planned {
+            events,
+            summary,
+            defect: None,
+        },
+        Err(defect) => Planned {
+            events: Vec::new(),
+            summary,
+            defect: Some(defect),
+        },
     })
 }
 
@@ -298,7 +311,12 @@ async fn plan_stage<S: Source>(
             rows: planned.summary.source_rows,
             keys: planned.summary.keys_read,
         });
+        let mut planned = planned;
+        let defect = planned.defect.take();
         permit.send(planned);
+        if let Some(defect) = defect {
+            return Err(defect);
+        }
     }
 }
 

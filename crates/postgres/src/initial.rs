@@ -106,6 +106,42 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// The serial sequence `q.s` of the table named `u.t` and whether it is the
+/// one its `id` column's default calls with increment 1 (`q.own`), as a
+/// lateral join: only then can a load give that table's ids in blocks
+/// (decision 74). Constant SQL, joined into the statements that use it.
+pub(crate) const ID_SEQUENCE: &str = "LEFT JOIN LATERAL (
+  SELECT s.seqrelid::regclass AS s,
+         s.seqincrement = 1 AND EXISTS (
+           SELECT 1 FROM pg_attrdef ad
+             JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+             JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                             AND d.refclassid = 'pg_class'::regclass
+                             AND d.refobjid = s.seqrelid
+            WHERE ad.adrelid = to_regclass(u.t) AND a.attname = 'id'
+              -- the call alone (an expression around it
+              -- prints with parentheses or another name first)
+              AND pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%::regclass)') AS own
+    FROM pg_sequence s
+   WHERE s.seqrelid = pg_get_serial_sequence(u.t, 'id')::regclass) q ON true";
+
+/// Refuses unless `metric_facts.id` takes its values from its own sequence:
+/// the load gives the facts' ids in blocks to link the children. Checked
+/// before anything is deferred.
+pub async fn require_fact_ids(pool: &PgPool) -> Result<()> {
+    let own: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT q.own FROM (SELECT 'metric_facts'::text AS t) AS u {ID_SEQUENCE}"
+    ))
+    .fetch_one(pool)
+    .await
+    .map_err(db("reading metric_facts.id's default"))?;
+    if own == Some(true) {
+        Ok(())
+    } else {
+        Err(Error::FactIdsNotFromSequence)
+    }
+}
+
 /// Refuses unless the five tables are empty, naming the first that is not.
 pub async fn require_empty(pool: &PgPool) -> Result<()> {
     let mut tx = pool
@@ -161,8 +197,12 @@ pub async fn constraints(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Defer
                                     AND d.deptype = 'n')
                  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = c.conindid
                                     AND (i.indisreplident OR i.indisclustered))
+                 -- By name: a cast to regclass would need USAGE on every
+                 -- published table's schema (FOR ALL TABLES lists them all).
                  AND NOT EXISTS (SELECT 1 FROM pg_publication_tables p
-                                  WHERE format('%I.%I', p.schemaname, p.tablename)::regclass = c.conrelid))
+                                   JOIN pg_class pc ON pc.oid = c.conrelid
+                                   JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                                  WHERE p.schemaname = pn.nspname AND p.tablename = pc.relname))
          UNION ALL
          SELECT t.name, ic.relname::text, pg_get_indexdef(i.indexrelid), 'i'
            FROM unnest($1::text[]) AS t(name)
@@ -494,21 +534,24 @@ struct State {
 }
 
 async fn state_of(tx: &mut Transaction<'_, Postgres>, d: &Deferred) -> Result<State> {
-    // A table has one primary key: one under another name (added by hand
-    // after `schema check` named it missing) is the one recorded, and
-    // adding the recorded one would fail for good.
+    // A table has one primary key: one of the same definition under
+    // another name (added by hand after `schema check` named it missing) is
+    // the one recorded, and adding the recorded one would fail for good. One
+    // of another definition is not: adding fails, naming the table.
     let (present, validated): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)
              OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                          WHERE i.indrelid = to_regclass($1) AND c.relname = $2)
              OR ($3 = 'p' AND EXISTS (SELECT 1 FROM pg_constraint
-                                       WHERE conrelid = to_regclass($1) AND contype = 'p')),
+                                       WHERE conrelid = to_regclass($1) AND contype = 'p'
+                                         AND pg_get_constraintdef(oid) = $4)),
                 coalesce((SELECT convalidated FROM pg_constraint
                            WHERE conrelid = to_regclass($1) AND conname = $2), true)",
     )
     .bind(&d.table)
     .bind(&d.name)
     .bind(&d.kind)
+    .bind(&d.definition)
     .fetch_one(&mut **tx)
     .await
     .map_err(db("looking up a constraint"))?;

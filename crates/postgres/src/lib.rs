@@ -69,6 +69,10 @@ pub enum Error {
         /// The first table found with rows.
         table: String,
     },
+    /// `run --initial-load` gives `metric_facts` its ids from that table's
+    /// own sequence.
+    #[error("--initial-load gives metric_facts its ids in blocks from its own sequence, and metric_facts.id's default is not nextval of that sequence with increment 1: run without --initial-load (the online path)")]
+    FactIdsNotFromSequence,
     /// A constraint deferred by an initial load could not be re-created.
     #[error("re-creating constraint {name} on {table} (deferred by an initial load) failed: fix the rows it names, then run any backfill command against this target again")]
     RestoreConstraint {
@@ -174,6 +178,7 @@ impl Error {
             Self::TargetLocked { .. } | Self::LockLost { .. } => ErrorKind::Refused,
             Self::TransactionPooler { .. }
             | Self::TargetNotEmpty { .. }
+            | Self::FactIdsNotFromSequence
             | Self::RestoreConstraint { .. }
             | Self::RestorePoolTooSmall { .. } => ErrorKind::Configuration,
             Self::DeferredRecord { .. } => ErrorKind::Integrity,

@@ -412,6 +412,7 @@ impl Sink for PostgresSink {
             // check on complete tables.
             crate::initial::restore(&self.pool, true).await?;
             crate::initial::require_empty(&self.pool).await?;
+            crate::initial::require_fact_ids(&self.pool).await?;
             // (checked again inside, under the guards' table locks)
             crate::initial::defer(&self.pool).await?;
         }
@@ -711,21 +712,13 @@ async fn copy_rows(
         .map_err(|_| sqlx::Error::Protocol("a batch of more than 2^63 rows".into()))?;
     let lasts: Vec<(String, Option<i64>)> = {
         let _turn = serial.lock().await;
-        sqlx::query_as(
+        sqlx::query_as(&format!(
             "SELECT u.t, CASE WHEN q.own THEN setval(q.s, nextval(q.s) + u.n - 1) END
                FROM unnest($1::text[], $2::int8[]) AS u(t, n)
-               LEFT JOIN LATERAL (
-                 SELECT s.seqrelid::regclass AS s,
-                        s.seqincrement = 1 AND EXISTS (
-                          SELECT 1 FROM pg_attrdef ad
-                            JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-                           WHERE ad.adrelid = to_regclass(u.t) AND a.attname = 'id'
-                             AND pg_get_expr(ad.adbin, ad.adrelid)
-                                 = format('nextval(%L::regclass)', s.seqrelid::regclass)) AS own
-                   FROM pg_sequence s
-                  WHERE s.seqrelid = pg_get_serial_sequence(u.t, 'id')::regclass) q ON true
+               {}
               WHERE u.n > 0",
-        )
+            crate::initial::ID_SEQUENCE
+        ))
         .bind(ID_TABLES.map(str::to_owned).to_vec())
         .bind(&counts)
         .fetch_all(&mut **tx)
@@ -743,6 +736,7 @@ async fn copy_rows(
         }
     }
     if next[0].is_none() && counts[0] > 0 {
+        // `begin` checked it (`initial::require_fact_ids`); changed since.
         return Err(sqlx::Error::Protocol(
             "metric_facts.id does not take its values from its own sequence (nextval, increment 1), \
              which the initial load needs to link the child rows: load without --initial-load"
