@@ -21,6 +21,14 @@ async fn initial_load(h: &Harness) -> backfill_engine::Summary {
         .unwrap()
 }
 
+/// The target rows the online path writes for `keys` seeded keys (what
+/// an initial load of the same seed must write).
+async fn online_rows(keys: i64) -> Vec<String> {
+    let online = Harness::seeded(keys).await;
+    online.run(batches(40)).await;
+    dump_target(&online.db.pool).await
+}
+
 /// (primary keys, foreign keys and unique constraints of the five tables,
 /// all validated). During a load only `metric_facts`' primary key, which the
 /// children's foreign keys reference, is left.
@@ -57,9 +65,7 @@ async fn guards(h: &Harness) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constraint_validated() {
-    let online = Harness::seeded(300).await;
-    online.run(batches(40)).await;
-    let expected = dump_target(&online.db.pool).await;
+    let expected = online_rows(300).await;
 
     let h = Harness::seeded(300).await;
     let before = constraints(&h).await;
@@ -104,9 +110,7 @@ async fn an_initial_load_writes_the_online_paths_rows_and_restores_every_constra
 /// keeps its default: it gets no id block and still loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_keys_with_dependents_stay_and_a_foreign_id_default_is_kept() {
-    let online = Harness::seeded(120).await;
-    online.run(batches(40)).await;
-    let expected = dump_target(&online.db.pool).await;
+    let expected = online_rows(120).await;
 
     let h = Harness::seeded(120).await;
     sqlx::raw_sql(
@@ -387,9 +391,7 @@ async fn regression_stale_ledger_rows_of_an_emptied_target_do_not_hide_keys_from
     // Ledger rows left after the five tables were emptied by hand (another
     // journal's, or this one's) made the initial load skip those keys: the
     // run ended with their rows absent (review of issue 14).
-    let online = Harness::seeded(60).await;
-    online.run(batches(40)).await;
-    let expected = dump_target(&online.db.pool).await;
+    let expected = online_rows(60).await;
 
     let h = Harness::seeded(60).await;
     sqlx::raw_sql(

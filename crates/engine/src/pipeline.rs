@@ -301,7 +301,7 @@ async fn plan_stage<S: Source>(
             loaded = source.load_collector_results(&mut dirs, &keys) => loaded?,
         }
         let journal = journal.clone();
-        let (planned, back) = blocking(move || {
+        let (mut planned, back) = blocking(move || {
             let planned = plan_batch(&journal, &dirs, batch, run, replace)?;
             Ok((planned, dirs))
         })
@@ -311,7 +311,6 @@ async fn plan_stage<S: Source>(
             rows: planned.summary.source_rows,
             keys: planned.summary.keys_read,
         });
-        let mut planned = planned;
         let defect = planned.defect.take();
         permit.send(planned);
         if let Some(defect) = defect {

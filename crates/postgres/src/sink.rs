@@ -658,13 +658,33 @@ fn numeric(value: backfill_core::Numeric52) -> rust_decimal::Decimal {
     rust_decimal::Decimal::new(i64::from(value.hundredths()), 2)
 }
 
-/// The five tables, in the order `copy_rows` takes their id blocks.
-const ID_TABLES: [&str; 5] = [
-    "metric_facts",
-    "brand_metrics",
-    "brand_sentiment",
-    "competitor_metrics",
-    "competitor_sentiment",
+/// The five tables, in the order `copy_rows` takes their id blocks, with
+/// the columns it writes after `id`.
+const COPIED: [(&str, &str); 5] = [
+    (
+        "metric_facts",
+        "collector_result_id, brand_id, customer_id, query_id, collector_type, topic, collected_at, \
+         metadata, created_at",
+    ),
+    (
+        "brand_metrics",
+        "metric_fact_id, visibility_index, share_of_answers, total_mentions, product_mentions, \
+         first_position, has_presence",
+    ),
+    (
+        "brand_sentiment",
+        "metric_fact_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences",
+    ),
+    (
+        "competitor_metrics",
+        "metric_fact_id, competitor_id, visibility_index, share_of_answers, total_mentions, \
+         product_mentions, first_position, has_presence",
+    ),
+    (
+        "competitor_sentiment",
+        "metric_fact_id, competitor_id, sentiment_label, sentiment_score, positive_sentences, \
+         negative_sentences",
+    ),
 ];
 
 /// The initial load's writes: binary COPY into the five tables (crate::copy,
@@ -719,14 +739,14 @@ async fn copy_rows(
               WHERE u.n > 0",
             crate::initial::ID_SEQUENCE
         ))
-        .bind(ID_TABLES.map(str::to_owned).to_vec())
+        .bind(COPIED.map(|(table, _)| table.to_owned()).to_vec())
         .bind(&counts)
         .fetch_all(&mut **tx)
         .await?
     };
     // The next id of each table's block (`None`: the column default).
     let mut next: [Option<i64>; 5] = [None; 5];
-    for ((slot, table), n) in next.iter_mut().zip(ID_TABLES).zip(&counts) {
+    for ((slot, (table, _)), n) in next.iter_mut().zip(COPIED).zip(&counts) {
         if let Some(last) = lasts
             .iter()
             .find(|(t, _)| t == table)
@@ -753,35 +773,21 @@ async fn copy_rows(
         }
         Ok(())
     };
-    let with_id = |i: usize| i16::from(has_block[i]);
-    let columns = |i: usize, rest: &str| {
+    // Table `i`'s COPY data and statement: `id` first if it has a block.
+    let copy = |i: usize| {
+        let (table, rest) = COPIED[i];
         let id = if has_block[i] { "id, " } else { "" };
-        format!(
-            "COPY {} ({id}{rest}) FROM STDIN (FORMAT binary)",
-            ID_TABLES[i]
+        let fields = rest.split(", ").count() + usize::from(has_block[i]);
+        (
+            CopyData::new(i16::try_from(fields).unwrap_or(i16::MAX)),
+            format!("COPY {table} ({id}{rest}) FROM STDIN (FORMAT binary)"),
         )
     };
-    let statements = [1, 2, 3, 4].map(|i| {
-        columns(
-            i,
-            [
-                "",
-                "metric_fact_id, visibility_index, share_of_answers, total_mentions, product_mentions, \
-                 first_position, has_presence",
-                "metric_fact_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences",
-                "metric_fact_id, competitor_id, visibility_index, share_of_answers, total_mentions, \
-                 product_mentions, first_position, has_presence",
-                "metric_fact_id, competitor_id, sentiment_label, sentiment_score, positive_sentences, \
-                 negative_sentences",
-            ][i],
-        )
-    });
-
-    let mut facts = CopyData::new(10);
-    let mut brand = CopyData::new(7 + with_id(1));
-    let mut brand_sentiment = CopyData::new(5 + with_id(2));
-    let mut competitors = CopyData::new(8 + with_id(3));
-    let mut competitor_sentiment = CopyData::new(6 + with_id(4));
+    let (mut facts, facts_sql) = copy(0);
+    let (mut brand, brand_sql) = copy(1);
+    let (mut brand_sentiment, brand_sentiment_sql) = copy(2);
+    let (mut competitors, competitors_sql) = copy(3);
+    let (mut competitor_sentiment, competitor_sentiment_sql) = copy(4);
     let (mut any_brand_sentiment, mut any_competitor, mut any_competitor_sentiment) =
         (false, false, false);
     let metrics = |data: &mut CopyData, m: &backfill_core::Metrics| {
@@ -841,22 +847,18 @@ async fn copy_rows(
             }
         }
     }
-    facts
-        .send(
-            tx,
-            "COPY metric_facts (id, collector_result_id, brand_id, customer_id, query_id, collector_type,
-                                topic, collected_at, metadata, created_at) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    brand.send(tx, &statements[0]).await?;
+    facts.send(tx, &facts_sql).await?;
+    brand.send(tx, &brand_sql).await?;
     if any_brand_sentiment {
-        brand_sentiment.send(tx, &statements[1]).await?;
+        brand_sentiment.send(tx, &brand_sentiment_sql).await?;
     }
     if any_competitor {
-        competitors.send(tx, &statements[2]).await?;
+        competitors.send(tx, &competitors_sql).await?;
     }
     if any_competitor_sentiment {
-        competitor_sentiment.send(tx, &statements[3]).await?;
+        competitor_sentiment
+            .send(tx, &competitor_sentiment_sql)
+            .await?;
     }
     Ok(rows.iter().map(|r| r.fact.collector_result_id).collect())
 }
