@@ -19,6 +19,10 @@ export PGOPTIONS='-c client_min_messages=warning'
 base="${admin%/*}"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(16667 166667)
+rounds="${REPEAT:-1}"
+case "$rounds" in
+  '' | *[!0-9]* | 0) echo "REPEAT must be a whole number of rounds, 1 or more (got '$rounds')" >&2; exit 2 ;;
+esac
 
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --locked -p backfill-cli >&2
@@ -33,7 +37,6 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
 # whichever step comes next (decision 77).
 quiesce() { psql_admin -c CHECKPOINT; }
 
-rounds="${REPEAT:-1}"
 dbs=(backfill_bench_seed backfill_bench_sql backfill_bench_tool backfill_bench_initial)
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
