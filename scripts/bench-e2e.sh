@@ -37,14 +37,14 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$admin" "$@"; }
 # whichever step comes next (decision 77).
 quiesce() { psql_admin -c CHECKPOINT; }
 
-dbs=(backfill_bench_seed backfill_bench_sql backfill_bench_tool backfill_bench_initial)
+seed=backfill_bench_seed
+copies=(backfill_bench_sql backfill_bench_tool backfill_bench_initial)
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 printf '%-10s %-12s %5s %10s %12s %10s %12s %8s %11s %9s %8s  %s\n' results source_rows round "sql s" "sql rows/s" "tool s" "tool rows/s" ratio "journal MB" "verify s" "run/ver" "tool peak RSS (verify's)"
 for n in "${sizes[@]}"; do
   # One seeded database per size; every path of every round gets a copy of
   # it, so all of them read the same bytes.
-  seed=backfill_bench_seed
   psql_admin -c "DROP DATABASE IF EXISTS $seed WITH (FORCE)" -c "CREATE DATABASE $seed"
   DATABASE_URL="$base/$seed" "$bin" --quiet schema apply
   DATABASE_URL="$base/$seed" "$bin" --quiet seed --results "$n"
@@ -52,7 +52,7 @@ for n in "${sizes[@]}"; do
   rows=$(psql -X -At "$base/$seed" -c "SELECT count(*) FROM extracted_positions")
   : > "$work/rounds"
   for round in $(seq 1 "$rounds"); do
-    for db in backfill_bench_sql backfill_bench_tool backfill_bench_initial; do
+    for db in "${copies[@]}"; do
       psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db TEMPLATE $seed"
     done
 
@@ -113,6 +113,6 @@ for n in "${sizes[@]}"; do
       "$n" "$rows" med "" "" "$(col 4)" "" "$(ratio 4 1)" "" "" "" "$(max 7)" "$rounds"
   fi
 done
-for db in "${dbs[@]}"; do
+for db in "$seed" "${copies[@]}"; do
   psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 done
