@@ -43,6 +43,91 @@ async fn a_batch_holds_whole_groups_in_key_and_id_order_whatever_the_physical_or
     );
 }
 
+/// Numerics are read in binary (not as the server's text): every value,
+/// of any scale, sign or size, must give the decimal its text gives, or the
+/// source hashes of every journal planned from text would change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numeric_read_in_binary_is_the_decimal_its_text_gives() {
+    let h = Harness::seeded(3).await;
+    let values = [
+        "0",
+        "0.000",
+        "-0.0",
+        "1",
+        "-1",
+        "12.34",
+        "12.3400",
+        "0.455",
+        "-0.455",
+        "0.0005",
+        "-0.00000001",
+        "10000",
+        "99999999",
+        "100000000.0001",
+        "1e-20",
+        "123456789.987654321",
+        "999.995",
+        "-999.994",
+        "1e30",
+        "0.1e-5",
+        "'NaN'",
+        "'Infinity'",
+        "'-Infinity'",
+    ];
+    // One row per value, in its own group, in every numeric column.
+    for (i, value) in values.iter().enumerate() {
+        let key = 1_000_000 + i64::try_from(i).unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO extracted_positions (collector_result_id, brand_id, query_id, collector_type,
+               processed_at, visibility_index, visibility_index_competitor, share_of_answers_brand,
+               share_of_answers_competitor, sentiment_score, sentiment_score_competitor)
+             SELECT {key}, brand_id, query_id, collector_type, processed_at,
+                    {value}::numeric, {value}::numeric, {value}::numeric, {value}::numeric,
+                    {value}::numeric, {value}::numeric
+               FROM extracted_positions LIMIT 1;"
+        ))
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    }
+    let batch = reader(&h)
+        .next_batch(KeyRange::ALL, Some(999_999), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.groups.len(), values.len());
+    for (key, rows) in &batch.groups {
+        let text: String = sqlx::query_scalar(
+            "SELECT visibility_index::text FROM extracted_positions WHERE collector_result_id = $1",
+        )
+        .bind(key)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        let expected: backfill_core::Decimal = text.parse().unwrap();
+        let row = &rows[0];
+        for (column, read) in [
+            ("visibility_index", &row.visibility_index),
+            (
+                "visibility_index_competitor",
+                &row.visibility_index_competitor,
+            ),
+            ("share_of_answers_brand", &row.share_of_answers_brand),
+            (
+                "share_of_answers_competitor",
+                &row.share_of_answers_competitor,
+            ),
+            ("sentiment_score", &row.sentiment_score),
+            (
+                "sentiment_score_competitor",
+                &row.sentiment_score_competitor,
+            ),
+        ] {
+            assert_eq!(read.as_ref(), Some(&expected), "{column} of {text}");
+        }
+    }
+}
+
 /// Without the type check on the first row, an `integer` column read as
 /// text came back as the integer's four bytes taken for characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 //! carry it; anything about the target as a whole (a privilege, a missing
 //! table, a full disk) stops the run instead of failing every key one by one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,10 +179,12 @@ impl PostgresSink {
         // same transactions: a ledger row of this run says the fact exists,
         // without a look-up on metric_facts, whose unique index is absent.
         // Ledger rows of earlier runs are stale (the tables were empty when
-        // the load began): they prove nothing, and are overwritten.
+        // the load began): they prove nothing, and are overwritten. They are
+        // read here too (the second column says whether the row is this
+        // run's), so that only a batch that has some deletes them.
         let existing_sql = if self.initial_load {
-            "SELECT l.collector_result_id, true, l.journal_id, l.content_hash
-               FROM backfill.ledger l WHERE l.collector_result_id = ANY($1) AND l.run_id = $2"
+            "SELECT l.collector_result_id, l.run_id = $2, l.journal_id, l.content_hash
+               FROM backfill.ledger l WHERE l.collector_result_id = ANY($1)"
         } else {
             "SELECT k.id, mf.id IS NOT NULL, l.journal_id, l.content_hash
                FROM unnest($1::int8[]) AS k(id)
@@ -194,7 +196,17 @@ impl PostgresSink {
         if self.initial_load {
             existing_query = existing_query.bind(run.0);
         }
-        let existing: Vec<ExistingRow> = existing_query.fetch_all(&mut *tx).await?;
+        let mut existing: Vec<ExistingRow> = existing_query.fetch_all(&mut *tx).await?;
+        let mut stale: HashSet<i64> = HashSet::new();
+        if self.initial_load {
+            // Only this run's rows say the fact exists.
+            stale = existing
+                .iter()
+                .filter(|(_, this_run, _, _)| !this_run)
+                .map(|(key, _, _, _)| *key)
+                .collect();
+            existing.retain(|(_, this_run, _, _)| *this_run);
+        }
         let existing: HashMap<i64, Existing> = existing
             .into_iter()
             .map(|(key, has_fact, journal, hash)| {
@@ -347,11 +359,19 @@ impl PostgresSink {
         if self.initial_load {
             // The same rows as the upsert below, by COPY (half its cost):
             // a key written here has no ledger row of this run (it would
-            // have been `AlreadyApplied`), so any row it has is stale.
-            sqlx::query("DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1)")
-                .bind(&ledger_keys)
-                .execute(&mut *tx)
-                .await?;
+            // have been `AlreadyApplied`), so any row it has is stale, and
+            // was read above. Usually there is none, and no statement.
+            let stale: Vec<i64> = ledger_keys
+                .iter()
+                .copied()
+                .filter(|key| stale.contains(key))
+                .collect();
+            if !stale.is_empty() {
+                sqlx::query("DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1)")
+                    .bind(&stale)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut ledger = CopyData::new(4);
             for (key, hash) in ledger_keys.iter().zip(&ledger_hashes) {
                 ledger.row();

@@ -98,16 +98,16 @@ const COLUMNS: [SourceColumn; 27] = [
     column::<Vec<Option<i32>>>("competitor_positions"),
     column::<i32>("total_brand_mentions"),
     column::<i32>("competitor_mentions"),
-    column::<String>("visibility_index::text"),
-    column::<String>("visibility_index_competitor::text"),
-    column::<String>("share_of_answers_brand::text"),
-    column::<String>("share_of_answers_competitor::text"),
+    column::<rust_decimal::Decimal>("visibility_index"),
+    column::<rust_decimal::Decimal>("visibility_index_competitor"),
+    column::<rust_decimal::Decimal>("share_of_answers_brand"),
+    column::<rust_decimal::Decimal>("share_of_answers_competitor"),
     column::<bool>("has_brand_presence"),
     column::<String>("topic"),
     column::<String>("sentiment_label"),
-    column::<String>("sentiment_score::text"),
+    column::<rust_decimal::Decimal>("sentiment_score"),
     column::<String>("sentiment_label_competitor"),
-    column::<String>("sentiment_score_competitor::text"),
+    column::<rust_decimal::Decimal>("sentiment_score_competitor"),
     column::<String>("sentiment_positive_sentences::text"),
     column::<String>("sentiment_negative_sentences::text"),
     column::<String>("sentiment_positive_sentences_competitor::text"),
@@ -456,7 +456,7 @@ impl SourceReader {
         let id = self.required(&mut f, 0, None, copy_out::int8)?;
         let row = Some(id);
         let decimal = |f: &mut Fields<'_>, index: usize| -> Result<Option<Decimal>> {
-            self.optional(f, index, row, copy_out::text)?
+            self.optional(f, index, row, copy_out::numeric)?
                 .map(|value| value.parse().map_err(|_| self.invalid(index, row, value)))
                 .transpose()
         };
