@@ -161,7 +161,7 @@ pub(crate) fn text(bytes: &[u8]) -> Result<String, String> {
 /// server time, docs/performance.md). The binary form is a count of base-10000
 /// digits, the weight of the first, a sign word and the display scale, then
 /// the digits; the scale only pads zeros, which normalization removes.
-pub(crate) fn numeric(bytes: &[u8]) -> Result<String, String> {
+pub(crate) fn numeric(bytes: &[u8], text: &mut String) -> Result<(), String> {
     const POSITIVE: u16 = 0x0000;
     const NEGATIVE: u16 = 0x4000;
     const NAN: u16 = 0xC000;
@@ -173,6 +173,7 @@ pub(crate) fn numeric(bytes: &[u8]) -> Result<String, String> {
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
             .ok_or_else(|| format!("a binary numeric of {} bytes is cut short", bytes.len()))
     };
+    text.clear();
     let count = usize::from(word(0)?);
     let weight = i64::from(i16::from_be_bytes(word(1)?.to_be_bytes()));
     let sign = word(2)?;
@@ -186,26 +187,29 @@ pub(crate) fn numeric(bytes: &[u8]) -> Result<String, String> {
     let negative = match sign {
         POSITIVE => false,
         NEGATIVE => true,
-        NAN => return Ok("NaN".to_owned()),
-        PLUS_INFINITY => return Ok("Infinity".to_owned()),
-        MINUS_INFINITY => return Ok("-Infinity".to_owned()),
+        special @ (NAN | PLUS_INFINITY | MINUS_INFINITY) => {
+            text.push_str(match special {
+                NAN => "NaN",
+                PLUS_INFINITY => "Infinity",
+                _ => "-Infinity",
+            });
+            return Ok(());
+        }
         other => return Err(format!("a binary numeric has the sign word {other:#06x}")),
     };
     if count == 0 {
-        return Ok("0".to_owned());
-    }
-    let mut digits = Vec::with_capacity(count);
-    for i in 0..count {
-        let digit = word(4 + i)?;
-        if digit > 9999 {
-            return Err(format!("a binary numeric has the base-10000 digit {digit}"));
-        }
-        digits.push(digit);
+        text.push('0');
+        return Ok(());
     }
     // Digit `i` is worth 10000^(weight - i): those with a non-negative
     // exponent form the integer part, zero groups standing in for the ones
     // not stored on either side of the point.
-    let mut text = String::with_capacity(8 + 4 * (count + 2));
+    let digit = |i: usize| -> Result<u16, String> {
+        match word(4 + i)? {
+            digit @ 0..=9999 => Ok(digit),
+            digit => Err(format!("a binary numeric has the base-10000 digit {digit}")),
+        }
+    };
     if negative {
         text.push('-');
     }
@@ -213,25 +217,20 @@ pub(crate) fn numeric(bytes: &[u8]) -> Result<String, String> {
     if int_groups <= 0 {
         text.push('0');
     }
-    for group in 0..int_groups.max(0) {
-        let digit = usize::try_from(group)
-            .ok()
-            .and_then(|i| digits.get(i))
-            .copied()
-            .unwrap_or(0);
-        push_group(&mut text, digit);
+    let stored_before_point = usize::try_from(int_groups.max(0)).unwrap_or(usize::MAX);
+    for i in 0..stored_before_point {
+        push_group(text, if i < count { digit(i)? } else { 0 });
     }
-    let stored_after_point = usize::try_from(int_groups.max(0)).unwrap_or(usize::MAX);
-    if digits.len() > stored_after_point {
+    if count > stored_before_point {
         text.push('.');
         for _ in int_groups..0 {
             text.push_str("0000");
         }
-        for &digit in &digits[stored_after_point..] {
-            push_group(&mut text, digit);
+        for i in stored_before_point..count {
+            push_group(text, digit(i)?);
         }
     }
-    Ok(text)
+    Ok(())
 }
 
 /// Four decimal digits of a base-10000 digit (at most 9999), zero-padded.
@@ -339,34 +338,29 @@ mod tests {
             (0, 0xD000, 0, &[], "Infinity"),
             (0, 0xF000, 0, &[], "-Infinity"),
         ];
+        // One buffer for all: each value replaces the one before.
+        let mut buffer = String::from("left over");
         for (weight, sign, scale, digits, text) in cases {
             let bytes = numeric_bytes(weight, sign, scale, digits);
-            assert_eq!(
-                numeric(&bytes).as_deref(),
-                Ok(text),
-                "{digits:?} at {weight}"
-            );
+            numeric(&bytes, &mut buffer).unwrap();
+            assert_eq!(buffer, text, "{digits:?} at {weight}");
         }
         // What the source reader makes of the text (normalized).
-        let value: backfill_core::Decimal = numeric(&numeric_bytes(2, 0x4000, 1, &[1, 0, 0, 1000]))
-            .unwrap()
-            .parse()
-            .unwrap();
+        numeric(&numeric_bytes(2, 0x4000, 1, &[1, 0, 0, 1000]), &mut buffer).unwrap();
+        let value: backfill_core::Decimal = buffer.parse().unwrap();
         assert_eq!(value.as_str(), "-100000000.1");
     }
 
     #[test]
     fn a_binary_numeric_that_is_not_one_is_refused() {
-        assert!(numeric(&[0, 1]).unwrap_err().contains("cut short"));
+        let refused = |bytes: &[u8]| numeric(bytes, &mut String::new()).unwrap_err();
+        assert!(refused(&[0, 1]).contains("cut short"));
         let mut long = numeric_bytes(0, 0, 0, &[1]);
         long.push(0);
-        assert!(numeric(&long).unwrap_err().contains("not 10"));
-        assert!(numeric(&numeric_bytes(0, 0x1234, 0, &[1]))
-            .unwrap_err()
-            .contains("0x1234"));
-        assert!(numeric(&numeric_bytes(0, 0, 0, &[10000]))
-            .unwrap_err()
-            .contains("10000"));
+        assert!(refused(&long).contains("not 10"));
+        assert!(refused(&numeric_bytes(0, 0x1234, 0, &[1])).contains("0x1234"));
+        assert!(refused(&numeric_bytes(1, 0, 0, &[3, 10000])).contains("10000"));
+        assert!(refused(&numeric_bytes(-1, 0, 0, &[10000])).contains("10000"));
     }
 
     #[test]

@@ -197,14 +197,11 @@ impl PostgresSink {
             existing_query = existing_query.bind(run.0);
         }
         let mut existing: Vec<ExistingRow> = existing_query.fetch_all(&mut *tx).await?;
-        let mut stale: HashSet<i64> = HashSet::new();
+        // The keys that have a ledger row (an initial load's `COPY` of the
+        // ledger must delete it first): only this run's say the fact exists.
+        let mut in_ledger: HashSet<i64> = HashSet::new();
         if self.initial_load {
-            // Only this run's rows say the fact exists.
-            stale = existing
-                .iter()
-                .filter(|(_, this_run, _, _)| !this_run)
-                .map(|(key, _, _, _)| *key)
-                .collect();
+            in_ledger = existing.iter().map(|(key, _, _, _)| *key).collect();
             existing.retain(|(_, this_run, _, _)| *this_run);
         }
         let existing: HashMap<i64, Existing> = existing
@@ -358,17 +355,17 @@ impl PostgresSink {
         }
         if self.initial_load {
             // The same rows as the upsert below, by COPY (half its cost):
-            // a key written here has no ledger row of this run (it would
-            // have been `AlreadyApplied`), so any row it has is stale, and
-            // was read above. Usually there is none, and no statement.
-            let stale: Vec<i64> = ledger_keys
+            // a written key's ledger row, if it has one, was read above and
+            // is replaced. Usually none has (stale rows of earlier runs:
+            // decision 78), and then there is no statement.
+            let replaced_rows: Vec<i64> = ledger_keys
                 .iter()
                 .copied()
-                .filter(|key| stale.contains(key))
+                .filter(|key| in_ledger.contains(key))
                 .collect();
-            if !stale.is_empty() {
+            if !replaced_rows.is_empty() {
                 sqlx::query("DELETE FROM backfill.ledger WHERE collector_result_id = ANY($1)")
-                    .bind(&stale)
+                    .bind(&replaced_rows)
                     .execute(&mut *tx)
                     .await?;
             }

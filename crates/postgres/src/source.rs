@@ -163,6 +163,19 @@ enum Read {
 
 const READING: &str = "reading source rows";
 
+/// A `numeric` field as a [`Decimal`]: its text is made in a buffer this
+/// thread keeps, so that the decimal's own string is a value's only
+/// allocation (most source rows have six of them).
+fn decimal(bytes: &[u8]) -> std::result::Result<Decimal, String> {
+    thread_local! {
+        static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    TEXT.with_borrow_mut(|text| {
+        copy_out::numeric(bytes, text)?;
+        text.parse().map_err(|_| text.clone())
+    })
+}
+
 /// Reads the source and its directories.
 #[derive(Clone, Debug)]
 pub struct SourceReader {
@@ -456,9 +469,7 @@ impl SourceReader {
         let id = self.required(&mut f, 0, None, copy_out::int8)?;
         let row = Some(id);
         let decimal = |f: &mut Fields<'_>, index: usize| -> Result<Option<Decimal>> {
-            self.optional(f, index, row, copy_out::numeric)?
-                .map(|value| value.parse().map_err(|_| self.invalid(index, row, value)))
-                .transpose()
+            self.optional(f, index, row, decimal)
         };
         let json = |f: &mut Fields<'_>, index: usize| -> Result<Option<Json>> {
             Ok(self.optional(f, index, row, copy_out::text)?.map(Json))
