@@ -348,10 +348,7 @@ impl<S: Source> Engine<S> {
             replace: self.settings.on_conflict == OnConflict::Replace,
         };
         let after = if rescan { None } else { self.journal.cursor() };
-        // Two batches read ahead, not one: a source read's time varies
-        // (the server's turn on a busy machine), and with one the planner
-        // waited for it (decision 78: 3 % of a load's time at 1M rows).
-        let (read_tx, read_rx) = mpsc::channel::<SourceBatch>(2);
+        let (read_tx, read_rx) = mpsc::channel::<SourceBatch>(1);
         let (plan_tx, mut plan_rx) = mpsc::channel::<Planned>(1);
         let reading = tokio::spawn(read(stage.clone(), self.settings.range, after, read_tx));
         // A planner that fails ends the reader too (it may be paused or in a

@@ -155,12 +155,14 @@ pub(crate) fn text(bytes: &[u8]) -> Result<String, String> {
         .map_err(|e| format!("the text is not UTF-8: {e}"))
 }
 
-/// `numeric`, as decimal text that [`backfill_core::Decimal`] parses (and
-/// normalizes): read in binary, the server does not format every value as
-/// text for the source read (`numeric_out`, about a tenth of the read's
-/// server time, docs/performance.md). The binary form is a count of base-10000
-/// digits, the weight of the first, a sign word and the display scale, then
-/// the digits; the scale only pads zeros, which normalization removes.
+/// `numeric`, as the decimal text `numeric_out` would print (less its
+/// padding zeros), written into `text`, which [`backfill_core::Decimal`]
+/// parses and normalizes as it did the server's text: read in binary, the
+/// server does not format every value for the source read (`numeric_out`,
+/// about a tenth of the read's server time, decision 78). The binary form is
+/// a count of base-10000 digits, the weight of the first, a sign word and
+/// the display scale, then the digits; as `numeric_out` does, no digit past
+/// the scale is printed.
 pub(crate) fn numeric(bytes: &[u8], text: &mut String) -> Result<(), String> {
     const POSITIVE: u16 = 0x0000;
     const NEGATIVE: u16 = 0x4000;
@@ -177,6 +179,7 @@ pub(crate) fn numeric(bytes: &[u8], text: &mut String) -> Result<(), String> {
     let count = usize::from(word(0)?);
     let weight = i64::from(i16::from_be_bytes(word(1)?.to_be_bytes()));
     let sign = word(2)?;
+    let scale = usize::from(word(3)?);
     if bytes.len() != 8 + 2 * count {
         return Err(format!(
             "a binary numeric of {count} digits is {} bytes, not {}",
@@ -223,11 +226,18 @@ pub(crate) fn numeric(bytes: &[u8], text: &mut String) -> Result<(), String> {
     }
     if count > stored_before_point {
         text.push('.');
+        let point = text.len();
         for _ in int_groups..0 {
             text.push_str("0000");
         }
         for i in stored_before_point..count {
             push_group(text, digit(i)?);
+        }
+        // `numeric_out` prints `scale` digits after the point and no more
+        // (a value stored with digits past its scale prints cut off).
+        text.truncate(point + scale.min(text.len() - point));
+        if scale == 0 {
+            text.pop();
         }
     }
     Ok(())
@@ -327,16 +337,19 @@ mod tests {
 
     #[test]
     fn a_binary_numeric_becomes_the_text_of_its_value() {
-        let cases: [(i16, u16, u16, &[u16], &str); 9] = [
+        let cases: [(i16, u16, u16, &[u16], &str); 11] = [
             (0, 0, 0, &[], "0"),
             (0, 0, 4, &[12, 3400], "0012.3400"),
             (-1, 0x4000, 4, &[5], "-0.0005"),
             (-2, 0, 8, &[1], "0.00000001"),
             (1, 0, 0, &[1], "00010000"),
-            (2, 0x4000, 1, &[1, 0, 0, 1000], "-000100000000.1000"),
+            (2, 0x4000, 1, &[1, 0, 0, 1000], "-000100000000.1"),
             (0, 0xC000, 0, &[], "NaN"),
             (0, 0xD000, 0, &[], "Infinity"),
             (0, 0xF000, 0, &[], "-Infinity"),
+            // Digits past the scale are not printed (`numeric_out`).
+            (0, 0, 0, &[1, 5000], "0001"),
+            (0, 0, 2, &[1, 5678], "0001.56"),
         ];
         // One buffer for all: each value replaces the one before.
         let mut buffer = String::from("left over");
