@@ -181,7 +181,7 @@ impl PostgresSink {
         // Ledger rows of earlier runs are stale (the tables were empty when
         // the load began): they prove nothing, and are overwritten. They are
         // read here too (the second column says whether the row is this
-        // run's), so that only a batch that has some deletes them.
+        // run's), so that the batch deletes only the rows it found.
         let existing_sql = if self.initial_load {
             "SELECT l.collector_result_id, l.run_id = $2, l.journal_id, l.content_hash
                FROM backfill.ledger l WHERE l.collector_result_id = ANY($1)"

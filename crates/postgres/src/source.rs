@@ -468,9 +468,6 @@ impl SourceReader {
     fn decode(&self, mut f: Fields<'_>) -> Result<SourceRow> {
         let id = self.required(&mut f, 0, None, copy_out::int8)?;
         let row = Some(id);
-        let decimal = |f: &mut Fields<'_>, index: usize| -> Result<Option<Decimal>> {
-            self.optional(f, index, row, decimal)
-        };
         let json = |f: &mut Fields<'_>, index: usize| -> Result<Option<Json>> {
             Ok(self.optional(f, index, row, copy_out::text)?.map(Json))
         };
@@ -486,16 +483,16 @@ impl SourceReader {
             competitor_positions: self.optional(&mut f, 8, row, copy_out::int4_array)?,
             total_brand_mentions: self.optional(&mut f, 9, row, copy_out::int4)?,
             competitor_mentions: self.optional(&mut f, 10, row, copy_out::int4)?,
-            visibility_index: decimal(&mut f, 11)?,
-            visibility_index_competitor: decimal(&mut f, 12)?,
-            share_of_answers_brand: decimal(&mut f, 13)?,
-            share_of_answers_competitor: decimal(&mut f, 14)?,
+            visibility_index: self.optional(&mut f, 11, row, decimal)?,
+            visibility_index_competitor: self.optional(&mut f, 12, row, decimal)?,
+            share_of_answers_brand: self.optional(&mut f, 13, row, decimal)?,
+            share_of_answers_competitor: self.optional(&mut f, 14, row, decimal)?,
             has_brand_presence: self.required(&mut f, 15, row, copy_out::boolean)?,
             topic: self.optional(&mut f, 16, row, copy_out::text)?,
             sentiment_label: self.optional(&mut f, 17, row, copy_out::text)?,
-            sentiment_score: decimal(&mut f, 18)?,
+            sentiment_score: self.optional(&mut f, 18, row, decimal)?,
             sentiment_label_competitor: self.optional(&mut f, 19, row, copy_out::text)?,
-            sentiment_score_competitor: decimal(&mut f, 20)?,
+            sentiment_score_competitor: self.optional(&mut f, 20, row, decimal)?,
             sentiment_positive_sentences: json(&mut f, 21)?,
             sentiment_negative_sentences: json(&mut f, 22)?,
             sentiment_positive_sentences_competitor: json(&mut f, 23)?,
